@@ -1,0 +1,25 @@
+"""tinyft: learn how fine-tuning works by building every piece from scratch in NumPy.
+
+Layers, bottom up (imports only point down): the engine (autograd.py), differentiable ops
+(functional.py, kernels/), models (nn.py, optim.py, checkpoint.py), workflows (pretrain.py,
+finetune.py, forgetting.py). gradcheck.py checks any gradient against finite differences.
+"""
+
+from . import functional
+from .autograd import (
+    Function,
+    Tensor,
+    concatenate,
+    default_rng,
+    get_rng_state,
+    is_grad_enabled,
+    manual_seed,
+    no_grad,
+    set_rng_state,
+    split,
+    stack,
+    tensor,
+)
+from .gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"
