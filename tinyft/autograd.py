@@ -166,6 +166,10 @@ class Tensor:
     grad           np.ndarray of data's shape, filled by backward() (leaves only), or None
     """
 
+    # Tells NumPy to step aside, so `array * tensor` and `array @ tensor` (ndarray or NumPy scalar
+    # on the left) call Tensor.__rmul__ / __rmatmul__ instead of building an object array of Tensors.
+    __array_ufunc__ = None
+
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
@@ -234,7 +238,8 @@ class Tensor:
             if g is None:
                 continue
             if node._ctx is None:  # a leaf: accumulate (never overwrite) so two backwards add up
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                # np.array/np.asarray keep .grad an ndarray (0-d arithmetic returns NumPy scalars)
+                node.grad = np.array(g) if node.grad is None else np.asarray(node.grad + g)
                 continue
             ctx = node._ctx
             input_grads = ctx.function.backward(ctx, g)

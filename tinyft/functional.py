@@ -152,10 +152,18 @@ class Where(Function):
 def where(cond, a, b):
     """Elementwise choice (np.where); gradients go to whichever side was chosen."""
     cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
+    # A Python number takes the other side's dtype (as Tensor._lift does), so float32 stays float32
+    # whichever side the number is on.
+    if isinstance(a, (int, float)) and isinstance(b, Tensor) and np.issubdtype(b.dtype, np.floating):
+        a = np.asarray(a, dtype=b.dtype)
+    if isinstance(b, (int, float)) and isinstance(a, Tensor) and np.issubdtype(a.dtype, np.floating):
+        b = np.asarray(b, dtype=a.dtype)
     a, b = _tensor(a), _tensor(b)
     dtype = a.dtype if np.issubdtype(a.dtype, np.floating) else b.dtype
-    a = a if a.dtype == dtype else Tensor(a.data.astype(dtype))
-    b = b if b.dtype == dtype else Tensor(b.data.astype(dtype))
+    # Only a side that needs no gradient may be cast (casting makes a new leaf, cutting the graph);
+    # if both sides require grad in different dtypes, np.where promotes and backward casts each grad back.
+    a = a if a.dtype == dtype or a.requires_grad else Tensor(a.data.astype(dtype))
+    b = b if b.dtype == dtype or b.requires_grad else Tensor(b.data.astype(dtype))
     return Where.apply(a, b, cond=cond)
 
 
