@@ -5,7 +5,7 @@ Layers, bottom up (imports only point down): the engine (autograd.py), different
 finetune.py, forgetting.py). gradcheck.py checks any gradient against finite differences.
 """
 
-from . import functional
+from . import checkpoint, functional, nn, optim
 from .autograd import (
     Function,
     Tensor,
@@ -20,6 +20,9 @@ from .autograd import (
     stack,
     tensor,
 )
+from .checkpoint import CheckpointError
 from .gradcheck import GradcheckError, gradcheck
+from .nn import GPT, GPTConfig, Module, Parameter
+from .optim import SGD, Adam, AdamW, clip_grad_norm
 
 __version__ = "0.1.0"
