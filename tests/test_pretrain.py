@@ -1,0 +1,109 @@
+"""Pretraining: the loop learns, Ctrl-C saves a checkpoint, resume is bit-identical, the CLI works end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinyft import checkpoint
+from tinyft.pretrain import PretrainConfig, pretrain
+
+
+def tiny_config(out, **overrides):
+    settings = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, lr=3e-3, min_lr=3e-4,
+                    warmup_steps=2, steps=12, eval_every=6, eval_batches=2, checkpoint_every=4,
+                    sample_tokens=10, seed=0, out=str(out))
+    settings.update(overrides)
+    return PretrainConfig(**settings)
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_loss_decreases_on_the_default_corpus_within_a_short_run(tmp_path):
+    config = tiny_config(tmp_path, steps=300, eval_every=100, lr=1e-2, min_lr=1e-3, batch_size=8)
+    result = pretrain(config, progress=False, log=quiet)
+    first = np.mean([row["train_loss"] for row in result.history[:3]])
+    assert result.final_train_loss < first - 1.0
+    assert result.final_val_loss < result.unigram_val_loss  # it learned more than letter frequencies
+    assert os.path.exists(result.checkpoint)
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 300 and json.loads(lines[-1])["step"] == 300
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_continues_bit_identically(tmp_path):
+    straight = pretrain(tiny_config(tmp_path / "straight"), progress=False, log=quiet)
+
+    interrupted = pretrain(tiny_config(tmp_path / "split"), progress=False, log=quiet, _stop_after=5)
+    assert interrupted.interrupted and interrupted.steps == 5
+    assert checkpoint.load(interrupted.checkpoint).meta["step"] == 5
+    resumed = pretrain(tiny_config(tmp_path / "split"), resume=True, progress=False, log=quiet)
+
+    assert resumed.steps == straight.steps == 12
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path):
+    pretrain(tiny_config(tmp_path, steps=2), progress=False, log=quiet)
+    with pytest.raises(ValueError, match="n_embd"):
+        pretrain(tiny_config(tmp_path, steps=4, n_embd=16), resume=True, progress=False, log=quiet)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="corpus"):
+        pretrain(tiny_config(tmp_path, corpus="no_such_corpus"), progress=False, log=quiet)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        pretrain(tiny_config(tmp_path, corpus=str(empty)), progress=False, log=quiet)
+    short = tmp_path / "short.txt"
+    short.write_text("just a few words\n")
+    with pytest.raises(ValueError, match="block.size"):
+        pretrain(tiny_config(tmp_path, corpus=str(short)), progress=False, log=quiet)
+    with pytest.raises(ValueError, match="resume"):
+        pretrain(tiny_config(tmp_path / "fresh"), resume=True, progress=False, log=quiet)
+    with pytest.raises(ValueError, match="n_embd"):
+        pretrain(tiny_config(tmp_path, n_embd=30, n_head=4), progress=False, log=quiet)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out_is_a_clear_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(ValueError, match="writable"):
+        pretrain(tiny_config(locked), progress=False, log=quiet)
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(ValueError, match="--out"):
+        pretrain(tiny_config(not_a_folder / "sub"), progress=False, log=quiet)
+
+
+def test_cli_runs_end_to_end_and_prints_a_json_summary_last(tmp_path):
+    cmd = [sys.executable, "-m", "tinyft", "pretrain", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+           "--block-size", "16", "--batch-size", "2", "--steps", "4", "--eval-every", "2", "--warmup-steps", "1",
+           "--out", str(tmp_path), "--no-progress", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("final_val_loss", "steps", "tokens_per_s", "checkpoint"):
+        assert key in summary
+    assert summary["steps"] == 4 and os.path.exists(summary["checkpoint"])
+
+
+def test_cli_bad_corpus_exits_with_one_clear_line(tmp_path):
+    cmd = [sys.executable, "-m", "tinyft", "pretrain", "--corpus", "nope", "--out", str(tmp_path), "--steps", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "error:" in done.stderr and "Traceback" not in done.stderr
