@@ -1,0 +1,731 @@
+"""tasks: the specialized datasets a pretrained model is fine-tuned on, built offline and deterministically.
+
+Map of this file:
+  "code"      language modelling on stdlib source (domain adaptation); shifted = source of unseen modules
+  "kind"      4-way classification of a passage's register (prose, docstring, source, comment)
+  "describe"  instruction pairs "Q: statistics.median\\nA: " -> its one-line docstring, from modules held
+              out of pretraining; shifted = pairs of held-out modules never used in train
+  Task        splits train/val/test/shifted, batch(), eval_arrays(), evaluate(), few_shot_prompt(), info()
+  build_task(name, tokenizer, ...) makes one; bag_of_chars_baseline(task) is the non-neural yardstick.
+One rule for every prompt task (kind, describe): a row is prompt ids + answer ids; x = row[:-1], y = row[1:]
+with every target before the answer set to -1, so the loss counts the answer tokens only.
+"""
+
+import ast
+import importlib.util
+import re
+import warnings
+
+import numpy as np
+
+from . import data
+from .autograd import no_grad
+
+TASKS = ("code", "kind", "describe")
+MAX_UNKNOWN_FRACTION = 0.05  # a tokenizer that maps more of the task's text to <unk> does not fit it
+
+# "code": the corpus is cut into chunks of CODE_CHUNK tokens; CODE_EVAL_FRACTION of them go to val, as many
+# to test, in a seeded draw; the rest are train chunks, in a seeded order.
+CODE_CHUNK = 2048
+CODE_EVAL_FRACTION = 0.1
+
+# "kind": classes in this order (class 0 is the majority when imbalance > 1). Each label word starts with
+# its own letter, so one token - the label's first - names the class.
+KIND_CLASSES = ("prose", "docstring", "source", "comment")
+KIND_SUFFIX = "\nkind: "
+KIND_LENGTHS = (64, 120)  # characters per passage in train / val / test
+KIND_SHIFTED_LENGTHS = (32, 63)  # shorter passages in shifted
+KIND_VAL_PER_CLASS, KIND_TEST_PER_CLASS, KIND_SHIFTED_PER_CLASS = 50, 100, 100
+KIND_SHIFTED_EVERY = 5  # topics and modules at sorted positions 4, 9, 14, ... feed only the shifted split
+
+# "describe": pairs of these held-out modules form the shifted split (file-system helpers, a topic the
+# train pairs never touch); the other held-out modules give train / val / test.
+DESCRIBE_SHIFTED_MODULES = ("shutil", "glob", "fnmatch")
+DESCRIBE_VAL_FRACTION, DESCRIBE_TEST_FRACTION = 0.1, 0.2
+
+_CACHE = {}  # pools of raw text: built once per process
+
+
+# ----------------------------------------------------------------------------------------------
+# Raw text pools (no tokenizer involved)
+
+
+def _cut_passages(text, lo, hi, rng):
+    """Consecutive, non-overlapping passages of lo..hi characters, cut at whitespace, stripped.
+
+    Each passage draws its target length from rng; a piece shorter than lo (a document's tail) is dropped.
+    """
+    passages, pos, n = [], 0, len(text)
+    while pos < n:
+        while pos < n and text[pos].isspace():
+            pos += 1
+        end = pos + int(rng.integers(lo, hi + 1))
+        if end >= n:
+            piece, pos = text[pos:], n
+        else:
+            cut = max(text.rfind(" ", pos + lo, end + 1), text.rfind("\n", pos + lo, end + 1))
+            cut = end if cut == -1 else cut
+            piece, pos = text[pos:cut], cut
+        piece = piece.strip()
+        if lo <= len(piece) <= hi:
+            passages.append(piece)
+    return passages
+
+
+def _source_parts(source):
+    """(docstrings, comment blocks, code text) of one module's source.
+
+    docstrings  ast.get_docstring of the module and of every class and function (inspect.cleandoc'ed)
+    comments    runs of comment-only lines, the leading '#' marks removed (so the class is told by its
+                words, not by one character); a '#' line inside a non-docstring multi-line string would
+                be read as a comment (rare)
+    code        every other non-blank line: the source without docstrings and comment-only lines
+    """
+    tree = ast.parse(source)
+    docstrings, doc_lines = [], set()
+    stack = [tree]
+    while stack:  # descend only through statement bodies: much cheaper than ast.walk
+        node = stack.pop()
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                docstrings.append(doc)
+                first = body[0]
+                doc_lines.update(range(first.lineno, first.end_lineno + 1))
+        for child in body:
+            stack.append(child)
+            for field in ("orelse", "finalbody", "handlers"):
+                stack.extend(getattr(child, field, None) or [])
+    comments, code, block = [], [], []
+    for number, line in enumerate(source.split("\n"), start=1):
+        stripped = line.strip()
+        if number not in doc_lines and stripped.startswith("#"):
+            block.append(re.sub(r"^#+\s?", "", stripped))
+            continue
+        if block:
+            comments.append("\n".join(block))
+            block = []
+        if number not in doc_lines and stripped:
+            code.append(line.rstrip())
+    if block:
+        comments.append("\n".join(block))
+    return docstrings, comments, "\n".join(code)
+
+
+def _kind_pool():
+    """{"in": {class: [(group, passage)]}, "shifted": {...}}: every passage the "kind" task can use.
+
+    Sources: prose = the 79 language-reference topics of pydoc_data.topics (group = topic key);
+    docstring / source / comment = the source files of data.BROAD_DOC_MODULES minus data.HELD_OUT_MODULES
+    (group = module). Groups at sorted positions 4, 9, 14, ... go to "shifted" (shorter passages).
+    Passage boundaries use a fixed seed, so the pool is the same for every task seed; a text that occurs
+    twice (e.g. a licence header) is kept once.
+    """
+    if "kind" in _CACHE:
+        return _CACHE["kind"]
+    from pydoc_data.topics import topics
+
+    documents = {c: [] for c in KIND_CLASSES}  # class -> [(group, text)]
+    for key in sorted(topics):
+        documents["prose"].append((key, topics[key]))
+    modules = []
+    for name in sorted(set(data.BROAD_DOC_MODULES) - set(data.HELD_OUT_MODULES)):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        path = getattr(spec, "origin", None) or ""
+        if not path.endswith(".py"):  # frozen modules (abc, os, ...) have a __file__ only once imported
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. DeprecationWarning on import
+                module = importlib.import_module(name)
+            path = getattr(module, "__file__", None) or ""
+        if not path.endswith(".py"):
+            continue
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+        docstrings, comments, code = _source_parts(source)
+        modules.append(name)
+        documents["docstring"] += [(name, d) for d in docstrings]
+        documents["comment"] += [(name, c) for c in comments]
+        documents["source"].append((name, code))
+    shifted_groups = set(sorted(topics)[KIND_SHIFTED_EVERY - 1::KIND_SHIFTED_EVERY])
+    shifted_groups |= set(modules[KIND_SHIFTED_EVERY - 1::KIND_SHIFTED_EVERY])
+    rng = np.random.default_rng(1234)  # fixed: passage boundaries do not depend on the task seed
+    pool = {"in": {c: [] for c in KIND_CLASSES}, "shifted": {c: [] for c in KIND_CLASSES}}
+    seen = set()
+    for c in KIND_CLASSES:
+        for group, text in documents[c]:
+            part = "shifted" if group in shifted_groups else "in"
+            lo, hi = KIND_SHIFTED_LENGTHS if part == "shifted" else KIND_LENGTHS
+            for passage in _cut_passages(text, lo, hi, rng):
+                if passage not in seen:
+                    seen.add(passage)
+                    pool[part][c].append((group, passage))
+    pool["shifted_groups"] = sorted(shifted_groups)
+    _CACHE["kind"] = pool
+    return pool
+
+
+def _describe_pairs():
+    """(kept pairs, leaked pairs) of data.held_out_docs(): a pair is leaked when its answer occurs verbatim
+    in data.broad_corpus() (the pretraining text); leaked pairs are removed from the task."""
+    if "describe" not in _CACHE:
+        broad = data.broad_corpus()
+        kept, leaked = [], []
+        for name, answer in data.held_out_docs():
+            (leaked if answer in broad else kept).append((name, answer))
+        _CACHE["describe"] = (kept, leaked)
+    return _CACHE["describe"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Examples and the Task
+
+
+class Example:
+    """One prompt task example. text: the passage (kind) or qualified name (describe); prompt: what the
+    model reads; answer: the reference text (kind: the label word; describe: the docstring line);
+    label: class index (kind) or None; group: topic key or module it came from."""
+
+    __slots__ = ("text", "prompt", "answer", "label", "group")
+
+    def __init__(self, text, prompt, answer, label, group):
+        self.text, self.prompt, self.answer, self.label, self.group = text, prompt, answer, label, group
+
+    def __repr__(self):
+        return f"Example(prompt={self.prompt!r}, answer={self.answer!r}, label={self.label}, group={self.group!r})"
+
+
+SPLITS = ("train", "val", "test", "shifted")
+
+
+class Task:
+    """A specialized dataset. Attributes: name, kind ("lm" | "classification" | "instruction"), metric,
+    higher_is_better, tokenizer, block_size, pad_id; train / val / test / shifted (lm: 1-D int64 id arrays;
+    prompt tasks: lists of Example); classification only: classes, label_ids (K,), train_clean_labels."""
+
+    def __init__(self, name, kind, metric, tokenizer, block_size, splits, pad_id, meta):
+        self.name, self.kind, self.metric = name, kind, metric
+        self.higher_is_better = metric in ("accuracy", "exact_match")
+        self.tokenizer, self.block_size, self.pad_id = tokenizer, block_size, pad_id
+        self.train, self.val, self.test, self.shifted = (splits[s] for s in SPLITS)
+        self._meta = meta
+        self._encoded = {}  # split -> list of (prompt ids, answer ids), prompt tasks only
+        self.classes, self.label_ids, self.train_clean_labels = None, None, None
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def _split(self, split):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        return getattr(self, split)
+
+    def _answer_ids(self, example):
+        """Token ids the loss counts. kind: the label's first token; describe: the answer and a '\\n'."""
+        if self.kind == "classification":
+            return self.label_ids[example.label:example.label + 1]
+        return np.concatenate([self.tokenizer.encode(example.answer), [self.pad_id]]).astype(np.int64)
+
+    def _pairs(self, split):
+        """[(prompt ids, answer ids)] of a prompt task split; prompt ids cut from the left to fit block_size."""
+        if split not in self._encoded:
+            pairs = []
+            for example in self._split(split):
+                answer = self._answer_ids(example)
+                prompt = self.tokenizer.encode(example.prompt)[-(self.block_size - len(answer)):]
+                pairs.append((prompt, answer))
+            self._encoded[split] = pairs
+        return self._encoded[split]
+
+    def _rows(self, pairs):
+        """(x, y) int64 (N, T) for a list of (prompt, answer) pairs: T = longest row - 1 <= block_size.
+
+        x = (prompt + answer)[:-1] padded with pad_id; y = (prompt + answer)[1:] with the targets before the
+        answer and the padding set to -1: y >= 0 exactly at the positions that predict an answer token.
+        """
+        T = max(len(p) + len(a) for p, a in pairs) - 1
+        x = np.full((len(pairs), T), self.pad_id, dtype=np.int64)  # (N, T)
+        y = np.full((len(pairs), T), -1, dtype=np.int64)  # (N, T)
+        for row, (prompt, answer) in enumerate(pairs):
+            sequence = np.concatenate([prompt, answer])
+            x[row, :len(sequence) - 1] = sequence[:-1]
+            y[row, len(prompt) - 1:len(sequence) - 1] = answer
+        return x, y
+
+    def batch(self, split, batch_size, rng):
+        """A random batch (x, y), int64 (B, T), T <= block_size, y = -1 where the loss must not count.
+
+        lm: B random windows of block_size tokens, y = x shifted by one (data.get_batch).
+        prompt tasks: B examples drawn with replacement, laid out as in _rows.
+        """
+        ids = self._split(split)
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if self.kind == "lm":
+            return data.get_batch(ids, batch_size, self.block_size, rng)
+        pairs = self._pairs(split)
+        return self._rows([pairs[i] for i in rng.integers(0, len(pairs), size=batch_size)])
+
+    def eval_arrays(self, split, shots=0, max_examples=None, seed=0):
+        """Every evaluation row of a split as (x, y), int64 (N, T), in a fixed order.
+
+        lm: non-overlapping windows at 0, T, 2T, ... (T = block_size). Prompt tasks: one row per example,
+        with `shots` train demonstrations (few_shot_prompt, drawn with np.random.default_rng(seed))
+        prepended to each prompt and cut from the left so the row fits block_size.
+        """
+        if self.kind == "lm":
+            if shots:
+                raise ValueError(f"shots must be 0 for the language-modelling task {self.name!r}; few-shot "
+                                 "prompting applies to the prompt tasks 'kind' and 'describe'")
+            ids, T = self._split(split), self.block_size
+            starts = np.arange(0, len(ids) - T, T)[:max_examples]
+            x = np.stack([ids[s:s + T] for s in starts])  # (N, T)
+            y = np.stack([ids[s + 1:s + T + 1] for s in starts])  # (N, T)
+            return x, y
+        pairs = self._pairs(split)[:max_examples]
+        if shots:
+            rng = np.random.default_rng(seed)
+            shot_pairs = []
+            for prompt, answer in pairs:
+                prefix = self.tokenizer.encode(self.few_shot_prompt(shots, rng))
+                shot_pairs.append((np.concatenate([prefix, prompt])[-(self.block_size - len(answer)):], answer))
+            pairs = shot_pairs
+        return self._rows(pairs)
+
+    def examples(self, split):
+        """(list of prompt id arrays, labels int64 (N,)) of a classification split, for a new-head classifier.
+
+        Each prompt is the passage + "\\nkind: " (cut from the left to fit block_size - 1); the head reads
+        the hidden state(s) up to its last token, where the LM would predict the label token.
+        """
+        if self.kind != "classification":
+            raise ValueError(f"examples() is for classification tasks; {self.name!r} is a {self.kind} task")
+        prompts = [prompt for prompt, _ in self._pairs(split)]
+        return prompts, np.array([e.label for e in self._split(split)], dtype=np.int64)
+
+    def few_shot_prompt(self, k, rng):
+        """Text of k train examples drawn without replacement, each as prompt + answer + blank line, to
+        prepend to a prompt (the prompting baseline). Rows built with it are cut from the left to fit
+        block_size (eval_arrays), so with ~100-character passages and block_size 128 about one shot fits."""
+        if self.kind == "lm":
+            raise ValueError(f"few_shot_prompt applies to prompt tasks; {self.name!r} is a language-modelling task")
+        if not 0 <= k <= len(self.train):
+            raise ValueError(f"k must be in 0..{len(self.train)} (the train examples), got {k}")
+        chosen = rng.choice(len(self.train), size=k, replace=False)
+        return "".join(self.train[i].prompt + self.train[i].answer + "\n\n" for i in chosen)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self, model, split, max_examples=None, shots=0, seed=0, batch_size=32, decode=True):
+        """The task metric on a split, the model in eval mode under no_grad (its mode restored after).
+
+        lm              {"loss": nats per token over fixed windows, "n": windows, "tokens": ...}
+        classification  {"accuracy": the label whose first token the model finds most likely wins,
+                         "loss": nats on the true label token, "n": examples}
+        instruction     {"answer_loss": nats per answer token (teacher forced), "exact_match": greedy
+                         decoding until '\\n' equals the reference (skipped if decode=False), "n": ...}
+        """
+        x_all, y_all = self.eval_arrays(split, shots=shots, max_examples=max_examples, seed=seed)
+        was_training = getattr(model, "training", False)
+        model.eval()
+        try:
+            with no_grad():
+                nll_sum, counted, correct = 0.0, 0, 0
+                for i in range(0, len(x_all), batch_size):
+                    x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]  # (B, T)
+                    logits, _ = model(x)  # (B, T, V)
+                    logp = _log_softmax(np.asarray(logits.data, dtype=np.float64))  # (B, T, V)
+                    mask = y >= 0  # (B, T)
+                    picked = np.take_along_axis(logp, np.where(mask, y, 0)[..., None], axis=-1)[..., 0]
+                    nll_sum -= float(picked[mask].sum())
+                    counted += int(mask.sum())
+                    if self.kind == "classification":
+                        rows, ends = np.nonzero(mask)  # one counted position per row
+                        label_logp = logp[rows, ends][:, self.label_ids]  # (B, K)
+                        correct += int((self.label_ids[label_logp.argmax(axis=1)] == y[rows, ends]).sum())
+                n = len(x_all)
+                if self.kind == "lm":
+                    return {"loss": nll_sum / counted, "n": n, "tokens": counted}
+                if self.kind == "classification":
+                    return {"accuracy": correct / n, "loss": nll_sum / counted, "n": n}
+                result = {"answer_loss": nll_sum / counted, "n": n}
+                if decode:
+                    result["exact_match"] = self._exact_match(model, x_all, y_all, batch_size)
+                return result
+        finally:
+            model.train(was_training)
+
+    def _exact_match(self, model, x_all, y_all, batch_size):
+        """Fraction of rows whose greedy continuation of the prompt, up to the first '\\n', equals the reference.
+
+        Rows are decoded together: each step runs the model on the filled part of the batch and reads
+        the logits at each row's own last position (causal attention: the padding after it is unseen).
+        """
+        matches = 0
+        for i in range(0, len(x_all), batch_size):
+            x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]  # (B, T)
+            counted = y >= 0
+            prompt_len = np.argmax(counted, axis=1) + 1  # (B,) the first counted position predicts token 0
+            references = [self.tokenizer.decode(row[row >= 0][:-1]) for row in y]  # answer without its '\n'
+            seq = np.full((len(x), self.block_size), self.pad_id, dtype=np.int64)  # (B, block_size)
+            for r in range(len(x)):
+                seq[r, :prompt_len[r]] = x[r, :prompt_len[r]]
+            lengths, texts = prompt_len.copy(), [""] * len(x)
+            done = np.zeros(len(x), dtype=bool)
+            while not done.all():
+                logits, _ = model(seq[:, :lengths.max()])  # (B, t, V)
+                next_ids = np.asarray(logits.data)[np.arange(len(x)), lengths - 1].argmax(axis=-1)  # (B,)
+                for r in np.nonzero(~done)[0]:
+                    piece = self.tokenizer.decode(next_ids[r:r + 1])
+                    if "\n" in piece:
+                        texts[r] += piece.split("\n")[0]
+                        done[r] = True
+                        continue
+                    texts[r] += piece
+                    seq[r, lengths[r]] = next_ids[r]
+                    lengths[r] += 1
+                    if lengths[r] >= self.block_size:
+                        done[r] = True
+            matches += sum(t == ref for t, ref in zip(texts, references))
+        return matches / len(x_all)
+
+    def info(self):
+        """Sizes, class balance, noise rate and leakage notes, as a dict of plain Python values."""
+        return dict(self._meta)
+
+    def __repr__(self):
+        sizes = ", ".join(f"{s}={len(self._split(s))}" for s in SPLITS)
+        return f"Task({self.name!r}, kind={self.kind!r}, metric={self.metric!r}, {sizes})"
+
+
+def _log_softmax(z):  # (..., V) float64
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building tasks
+
+
+def _pad_id(tokenizer):
+    """The tokenizer's id for '\\n' (it ends every answer too), or 0 when '\\n' is not one known token."""
+    ids = tokenizer.encode("\n")
+    return int(ids[0]) if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_id", None) else 0
+
+
+def _check_vocabulary(tokenizer, arrays, name):
+    """ValueError when more than MAX_UNKNOWN_FRACTION of the task's tokens are <unk>; returns the fraction."""
+    unk = getattr(tokenizer, "unk_id", None)
+    if unk is None:  # byte-level BPE encodes every text
+        return 0.0
+    total = sum(len(a) for a in arrays)
+    unknown = sum(int((np.asarray(a) == unk).sum()) for a in arrays)
+    fraction = unknown / max(total, 1)
+    if fraction > MAX_UNKNOWN_FRACTION:
+        raise ValueError(f"tokenizer: the checkpoint's vocabulary does not fit this task: {fraction:.1%} of "
+                         f"task {name!r}'s tokens are unknown (<unk>), more than {MAX_UNKNOWN_FRACTION:.0%}; "
+                         "build the tokenizer over the task's text too")
+    return fraction
+
+
+def _cap(n_examples, available, name, what):
+    if n_examples > available:
+        warnings.warn(f"n_examples={n_examples} is more than task {name!r} can provide on this Python: "
+                      f"{available} {what}; using n_examples={available}", stacklevel=4)
+        return available
+    return n_examples
+
+
+def _build_code(tokenizer, n_examples, seed, block_size):
+    ids = tokenizer.encode(data.domain_corpus("stdlib_code"))
+    shifted = tokenizer.encode(data.domain_corpus("stdlib_code_shifted"))
+    unknown = _check_vocabulary(tokenizer, [ids, shifted], "code")
+    n_chunks = len(ids) // CODE_CHUNK
+    n_eval = max(1, round(CODE_EVAL_FRACTION * n_chunks))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_chunks)
+
+    def chunk(c):
+        return ids[c * CODE_CHUNK:(c + 1) * CODE_CHUNK]
+
+    val = np.concatenate([chunk(c) for c in sorted(order[:n_eval])])
+    test = np.concatenate([chunk(c) for c in sorted(order[n_eval:2 * n_eval])])
+    train_all = np.concatenate([chunk(c) for c in order[2 * n_eval:]] + [ids[n_chunks * CODE_CHUNK:]])
+    n_used = _cap(n_examples, (len(train_all) - 1) // block_size, "code", f"windows of {block_size} tokens")
+    train = train_all[:n_used * block_size + 1]
+    meta = {
+        "n_examples_requested": n_examples, "n_examples": n_used,
+        "max_n_examples": (len(train_all) - 1) // block_size,
+        "tokens": {"train": len(train), "train_available": len(train_all), "val": len(val), "test": len(test),
+                   "shifted": len(shifted)},
+        "windows": {s: max(0, (len(a) - 1) // block_size) for s, a in
+                    (("val", val), ("test", test), ("shifted", shifted))},
+        "splits": f"the corpus is cut into {n_chunks} chunks of {CODE_CHUNK} tokens; a seeded draw gives "
+                  f"{n_eval} to val and {n_eval} to test; train is the other chunks in a seeded order, cut to "
+                  "n_examples * block_size + 1 tokens; shifted = data.domain_corpus('stdlib_code_shifted') "
+                  f"(modules {', '.join(data.SHIFTED_CODE_MODULES)}, never in train/val/test)",
+        "unknown_fraction": unknown,
+        "leakage": "the code holds its modules' docstrings, which are also in data.broad_corpus(); "
+                   "measure with code_leakage(task)",
+    }
+    return {"train": train, "val": val, "test": test, "shifted": shifted}, meta
+
+
+def _class_counts(n, k, imbalance):
+    """n split into k classes with count_0 / count_{k-1} = imbalance, geometric in between, summing to n."""
+    weights = imbalance ** (-np.arange(k) / (k - 1))  # (k,) 1 ... 1/imbalance
+    raw = n * weights / weights.sum()
+    counts = np.floor(raw).astype(int)
+    for c in np.argsort(-(raw - counts))[:n - counts.sum()]:  # largest remainders get the leftover
+        counts[c] += 1
+    return counts
+
+
+def _build_kind(tokenizer, n_examples, seed, block_size, label_noise, imbalance):
+    pool = _kind_pool()
+    K = len(KIND_CLASSES)
+    label_ids = []
+    for word in KIND_CLASSES:
+        first = tokenizer.encode(word)[:1]
+        if len(first) == 0 or first[0] == getattr(tokenizer, "unk_id", None):
+            raise ValueError(f"tokenizer: the checkpoint's vocabulary does not fit this task: label {word!r} "
+                             "starts with an unknown character")
+        label_ids.append(int(first[0]))
+    if len(set(label_ids)) != K:
+        raise ValueError(f"tokenizer: the first tokens of the labels {KIND_CLASSES} are not distinct "
+                         f"({label_ids}); the kind task needs one token per class")
+    rng = np.random.default_rng(seed)
+    shuffled = {c: [pool["in"][c][i] for i in rng.permutation(len(pool["in"][c]))] for c in KIND_CLASSES}
+    n_eval = KIND_VAL_PER_CLASS + KIND_TEST_PER_CLASS
+    available = min(len(shuffled[c]) - n_eval for c in KIND_CLASSES)
+    max_n = K * available  # the most a balanced draw could use; shrink until the imbalanced counts fit
+    while _class_counts(max_n, K, imbalance).max() > available:
+        max_n = int(max_n * available / _class_counts(max_n, K, imbalance).max())  # shrink until it fits
+    n_used = _cap(n_examples, max_n, "kind", f"training passages (at imbalance={imbalance})")
+    counts = _class_counts(n_used, K, imbalance)
+
+    def example(label, group, passage):
+        return Example(passage, passage + KIND_SUFFIX, KIND_CLASSES[label], label, group)
+
+    splits = {s: [] for s in SPLITS}
+    for c, word in enumerate(KIND_CLASSES):
+        items = shuffled[word]
+        splits["val"] += [example(c, g, p) for g, p in items[:KIND_VAL_PER_CLASS]]
+        splits["test"] += [example(c, g, p) for g, p in items[KIND_VAL_PER_CLASS:n_eval]]
+        splits["train"] += [example(c, g, p) for g, p in items[n_eval:n_eval + counts[c]]]
+        shifted = pool["shifted"][word]
+        splits["shifted"] += [example(c, g, p) for g, p in
+                              (shifted[i] for i in rng.permutation(len(shifted))[:KIND_SHIFTED_PER_CLASS])]
+    for s in ("train", "val", "test", "shifted"):  # interleave the classes
+        splits[s] = [splits[s][i] for i in rng.permutation(len(splits[s]))]
+    clean = np.array([e.label for e in splits["train"]], dtype=np.int64)
+    n_flip = int(round(label_noise * len(clean)))
+    for i in rng.choice(len(clean), size=n_flip, replace=False):  # each to a uniformly drawn OTHER class
+        e = splits["train"][i]
+        new = (e.label + int(rng.integers(1, K))) % K
+        splits["train"][i] = Example(e.text, e.prompt, KIND_CLASSES[new], new, e.group)
+    observed = np.array([e.label for e in splits["train"]], dtype=np.int64)
+    sample = [tokenizer.encode(e.prompt) for s in SPLITS for e in splits[s][:200]]
+    meta = {
+        "n_examples_requested": n_examples, "n_examples": n_used, "max_n_examples": max_n,
+        "classes": list(KIND_CLASSES), "label_ids": label_ids,
+        "sizes": {s: len(splits[s]) for s in SPLITS},
+        "class_counts_train": np.bincount(observed, minlength=K).tolist(),
+        "class_counts_train_clean": counts.tolist(),
+        "imbalance": imbalance, "imbalance_measured": float(counts[0] / counts[-1]),
+        "label_noise": label_noise, "n_flipped": n_flip,
+        "pool_sizes": {part: {c: len(pool[part][c]) for c in KIND_CLASSES} for part in ("in", "shifted")},
+        "passage_lengths": {"train/val/test": list(KIND_LENGTHS), "shifted": list(KIND_SHIFTED_LENGTHS)},
+        "shifted_groups": pool["shifted_groups"],
+        "splits": f"val {KIND_VAL_PER_CLASS} and test {KIND_TEST_PER_CLASS} passages per class, balanced and "
+                  "never noisy; train = n_examples, class 0 (prose) the majority when imbalance > 1; "
+                  f"shifted = {KIND_SHIFTED_PER_CLASS} per class of {KIND_SHIFTED_LENGTHS[0]}-"
+                  f"{KIND_SHIFTED_LENGTHS[1]} characters from topics and modules never used in the other splits",
+        "unknown_fraction": _check_vocabulary(tokenizer, sample, "kind"),
+        "leakage": "prose and docstring passages come from text that is in data.broad_corpus() (unlabelled); "
+                   "the labels are never in it. Measure with kind_leakage(task)",
+    }
+    return splits, meta, np.array(label_ids, dtype=np.int64), clean
+
+
+def _build_describe(tokenizer, n_examples, seed, block_size):
+    kept, leaked = _describe_pairs()
+    total = len(kept) + len(leaked)
+
+    def module_of(qualified_name):
+        return qualified_name.split(".")[0]
+
+    inside = [(n, a) for n, a in kept if module_of(n) not in DESCRIBE_SHIFTED_MODULES]
+    outside = [(n, a) for n, a in kept if module_of(n) in DESCRIBE_SHIFTED_MODULES]
+    # Pairs sharing an answer text go to the same split, so an exact match is never a copied train answer.
+    answers = sorted({a for _, a in inside})
+    rng = np.random.default_rng(seed)
+    answers = [answers[i] for i in rng.permutation(len(answers))]
+    n_val, n_test = round(DESCRIBE_VAL_FRACTION * len(inside)), round(DESCRIBE_TEST_FRACTION * len(inside))
+    split_of, filled = {}, {"val": 0, "test": 0}
+    by_answer = {a: [p for p in inside if p[1] == a] for a in answers}
+    for a in answers:
+        s = "val" if filled["val"] < n_val else "test" if filled["test"] < n_test else "train"
+        split_of[a] = s
+        if s != "train":
+            filled[s] += len(by_answer[a])
+
+    def example(name, answer):
+        return Example(name, f"Q: {name}\nA: ", answer, None, module_of(name))
+
+    splits = {s: [] for s in SPLITS}
+    for a in answers:
+        splits[split_of[a]] += [example(n, a) for n, _ in by_answer[a]]
+    splits["shifted"] = [example(n, a) for n, a in outside]
+    max_n = len(splits["train"])
+    n_used = _cap(n_examples, max_n, "describe",
+                  "training pairs (the held-out docstrings of data.HELD_OUT_MODULES)")
+    splits["train"] = splits["train"][:n_used]
+    # Answers are cut (in tokens) so prompt + answer + '\n' fits block_size.
+    longest_prompt = max(len(tokenizer.encode(e.prompt)) for s in SPLITS for e in splits[s])
+    if longest_prompt + 2 > block_size:
+        raise ValueError(f"block_size={block_size} is too small for task 'describe': its longest prompt has "
+                         f"{longest_prompt} tokens; pass block_size >= {longest_prompt + 2}")
+    for s in SPLITS:
+        for e in splits[s]:
+            room = block_size - len(tokenizer.encode(e.prompt)) - 1
+            ids = tokenizer.encode(e.answer)
+            if len(ids) > room:
+                e.answer = tokenizer.decode(ids[:room])
+    encoded = [tokenizer.encode(e.prompt + e.answer) for s in SPLITS for e in splits[s]]
+    meta = {
+        "n_examples_requested": n_examples, "n_examples": n_used, "max_n_examples": max_n,
+        "sizes": {s: len(splits[s]) for s in SPLITS},
+        "pairs_total": total, "pairs_leaked_removed": len(leaked), "leakage_fraction": len(leaked) / total,
+        "modules_in": sorted({module_of(n) for n, _ in inside}), "modules_shifted": list(DESCRIBE_SHIFTED_MODULES),
+        "splits": f"pairs of the held-out modules other than {', '.join(DESCRIBE_SHIFTED_MODULES)}, grouped by "
+                  f"answer text (equal answers share a split), seeded: val ~{DESCRIBE_VAL_FRACTION:.0%}, test "
+                  f"~{DESCRIBE_TEST_FRACTION:.0%}, train the rest (capped at n_examples); shifted = every pair of "
+                  f"{', '.join(DESCRIBE_SHIFTED_MODULES)}",
+        "size_note": f"only {total} pairs exist on this Python (data.held_out_docs()); n_examples is capped at the "
+                     "train pairs. More pairs need more modules in data.HELD_OUT_MODULES.",
+        "unknown_fraction": _check_vocabulary(tokenizer, encoded, "describe"),
+        "leakage": f"{len(leaked)} of {total} answers occur verbatim in data.broad_corpus() and were removed; "
+                   "the modules are kept out of pretraining (data.HELD_OUT_MODULES)",
+    }
+    return splits, meta
+
+
+def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_noise=0.0, imbalance=1.0):
+    """Build a specialized task from offline text, deterministically for a given seed.
+
+    name         "code" (lm), "kind" (classification) or "describe" (instruction)
+    tokenizer    the pretrained checkpoint's tokenizer (CharTokenizer or BPETokenizer)
+    n_examples   training examples: windows of block_size tokens (code), passages (kind), pairs (describe);
+                 more than the task holds is capped to its maximum with a warning (info() says both)
+    seed         picks the splits' members and order, the imbalance subset and the noisy labels
+    block_size   longest row in tokens (a window, or prompt + answer)
+    label_noise  kind only: fraction of TRAIN labels flipped to a uniformly drawn other class, in [0, 1)
+    imbalance    kind only: train count of the majority class (prose) / the minority class (comment), >= 1
+    """
+    if name not in TASKS:
+        raise ValueError(f"name: unknown task {name!r}; valid tasks are {', '.join(TASKS)}")
+    if isinstance(n_examples, bool) or not isinstance(n_examples, (int, np.integer)) or n_examples < 1:
+        raise ValueError(f"n_examples must be an int >= 1, got {n_examples!r}")
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 16:
+        raise ValueError(f"block_size must be an int >= 16, got {block_size!r}")
+    if not isinstance(label_noise, (int, float)) or not 0.0 <= label_noise < 1.0:
+        raise ValueError(f"label_noise must be in [0, 1), got {label_noise!r}")
+    if not isinstance(imbalance, (int, float)) or not 1.0 <= imbalance < float("inf"):
+        raise ValueError(f"imbalance must be a finite number >= 1 (1 = balanced), got {imbalance!r}")
+    if name != "kind" and (label_noise != 0.0 or imbalance != 1.0):
+        raise ValueError(f"label_noise and imbalance apply to the classification task 'kind' only; "
+                         f"task {name!r} got label_noise={label_noise}, imbalance={imbalance}")
+    if not callable(getattr(tokenizer, "encode", None)) or not hasattr(tokenizer, "vocab_size"):
+        raise ValueError(f"tokenizer must have encode() and vocab_size, got {type(tokenizer).__name__}")
+    n_examples, block_size = int(n_examples), int(block_size)
+    pad = _pad_id(tokenizer)
+    common = {"name": name, "block_size": block_size, "seed": seed, "pad_id": pad,
+              "tokenizer": f"{type(tokenizer).__name__}(vocab_size={tokenizer.vocab_size})"}
+    if name == "code":
+        splits, meta = _build_code(tokenizer, n_examples, seed, block_size)
+        task = Task(name, "lm", "loss", tokenizer, block_size, splits, pad, {**common, "kind": "lm", **meta})
+    elif name == "kind":
+        splits, meta, label_ids, clean = _build_kind(tokenizer, n_examples, seed, block_size, label_noise,
+                                                     imbalance)
+        task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad,
+                    {**common, "kind": "classification", **meta})
+        task.classes, task.label_ids, task.train_clean_labels = KIND_CLASSES, label_ids, clean
+    else:
+        splits, meta = _build_describe(tokenizer, n_examples, seed, block_size)
+        task = Task(name, "instruction", "answer_loss", tokenizer, block_size, splits, pad,
+                    {**common, "kind": "instruction", **meta})
+    task._meta["metric"], task._meta["higher_is_better"] = task.metric, task.higher_is_better
+    return task
+
+
+# ----------------------------------------------------------------------------------------------
+# Leakage measurements and the non-neural baseline
+
+
+def code_leakage(task, window=32):
+    """Fraction of the code task's test windows (of `window` tokens) found verbatim in the broad corpus
+    (pretraining) and in its own train split (data.validation_overlap)."""
+    broad = task.tokenizer.encode(data.broad_corpus())
+    return {"test_in_broad": data.validation_overlap(broad, task.test, window),
+            "test_in_train": data.validation_overlap(task.train, task.test, window),
+            "shifted_in_broad": data.validation_overlap(broad, task.shifted, window), "window": window}
+
+
+def kind_leakage(task):
+    """Fraction of the kind task's test / shifted passages found verbatim in the broad corpus, per class."""
+    broad = data.broad_corpus()
+    result = {}
+    for split in ("test", "shifted"):
+        for c, word in enumerate(KIND_CLASSES):
+            texts = [e.text for e in task._split(split) if e.label == c]
+            result[f"{split}/{word}"] = sum(t in broad for t in texts) / max(len(texts), 1)
+    return result
+
+
+def _char_features(texts):
+    """(N, 130) bag of characters: the share of each ASCII code 0..127, of non-ASCII, and log length."""
+    features = np.zeros((len(texts), 130))
+    for row, text in enumerate(texts):
+        codes = np.minimum(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), 128)
+        features[row, :129] = np.bincount(codes, minlength=129) / max(len(text), 1)
+        features[row, 129] = np.log(len(text) + 1)
+    return features
+
+
+def bag_of_chars_baseline(task, steps=300, lr=0.5, weight_decay=1e-4):
+    """Non-neural baselines of a classification task, trained on its (possibly noisy) train labels.
+
+    bag_of_chars: multinomial logistic regression on _char_features (standardized with train statistics),
+    full-batch gradient descent, `steps` steps. majority: always the most frequent train label.
+    Returns {"bag_of_chars": {"test": acc, "shifted": acc}, "majority": {"test": acc, "shifted": acc}}.
+    """
+    if task.kind != "classification":
+        raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.kind}")
+    K = len(task.classes)
+    x = _char_features([e.text for e in task.train])  # (N, F)
+    labels = np.array([e.label for e in task.train])  # (N,)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8
+    x = (x - mean) / std
+    W, b = np.zeros((x.shape[1], K)), np.zeros(K)  # (F, K), (K,)
+    onehot = np.eye(K)[labels]  # (N, K)
+    for _ in range(steps):
+        p = np.exp(_log_softmax(x @ W + b))  # (N, K)
+        grad = (p - onehot) / len(x)  # d mean cross-entropy / d logits
+        W -= lr * (x.T @ grad + weight_decay * W)
+        b -= lr * grad.sum(axis=0)
+    majority = int(np.bincount(labels, minlength=K).argmax())
+    result = {"bag_of_chars": {}, "majority": {}}
+    for split in ("test", "shifted"):
+        examples = task._split(split)
+        truth = np.array([e.label for e in examples])
+        predicted = (((_char_features([e.text for e in examples]) - mean) / std) @ W + b).argmax(axis=1)
+        result["bag_of_chars"][split] = float((predicted == truth).mean())
+        result["majority"][split] = float((truth == majority).mean())
+    return result
