@@ -1,0 +1,392 @@
+"""Fine-tuning: each strategy trains exactly what it says, LoRA / WiSE-FT / LP-FT keep their promises,
+fine-tuning a pretrained model beats training from scratch, and bad input fails clearly."""
+
+import contextlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tinyft import checkpoint, data, optim
+from tinyft.autograd import manual_seed
+from tinyft.finetune import (
+    STRATEGIES,
+    FinetuneConfig,
+    LoRALinear,
+    apply_strategy,
+    describe_trainable,
+    finetune,
+    inject_lora,
+    learning_rates,
+    load_finetuned,
+    lora_state_dict,
+    merged_state_dict,
+    param_groups,
+    run_cost,
+    save_finetuned,
+    train_from_scratch,
+    wise_ft,
+)
+from tinyft.nn import GPT, GPTConfig
+from tinyft.pretrain import PretrainConfig, pretrain
+from tinyft.tokenizers import CharTokenizer
+
+BLOCK = 32
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+class CodeWindows:
+    """A small LM task with the tasks.py protocol: windows of real standard-library source, split in three."""
+
+    name, kind, metric, higher_is_better = "code-windows", "lm", "loss", False
+
+    def __init__(self, tokenizer, block_size=BLOCK, chars=60_000):
+        text = data.load_corpus("stdlib_code")[:chars]
+        ids = tokenizer.encode(text)
+        n = len(ids)
+        self.tokenizer, self.block_size = tokenizer, block_size
+        self.ids = {"train": ids[:int(0.7 * n)], "val": ids[int(0.7 * n):int(0.8 * n)],
+                    "test": ids[int(0.8 * n):int(0.9 * n)], "shifted": ids[int(0.9 * n):]}
+
+    def batch(self, split, batch_size, rng):
+        return data.get_batch(self.ids[split], batch_size, self.block_size, rng)
+
+    def evaluate(self, model, split):
+        rng = np.random.default_rng(123)
+        losses = [model(*self.batch(split, 16, rng))[1].item() for _ in range(2)]
+        return {"loss": float(np.mean(losses))}
+
+
+def one_blas_thread():
+    """These models are tiny: BLAS threads only fight each other (and other jobs) on a 2-core machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional; without it the tests are merely slower on a busy machine
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread_here():
+    with one_blas_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    """A 2-layer, 32-wide GPT pretrained for 400 steps on the broad corpus (validation loss ~3.0 nats/char,
+    the unigram baseline ~3.3); its checkpoint path and tokenizer."""
+    out = tmp_path_factory.mktemp("pretrain")
+    config = PretrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, batch_size=16, lr=3e-2, min_lr=1e-3,
+                            warmup_steps=5, steps=400, eval_every=400, eval_batches=2, checkpoint_every=1000,
+                            sample_tokens=5, seed=0, out=str(out))
+    with one_blas_thread():  # a session fixture starts before the module's limit applies
+        result = pretrain(config, progress=False, log=quiet)
+    return result.checkpoint, result.tokenizer
+
+
+@pytest.fixture(scope="session")
+def task(pretrained):
+    return CodeWindows(pretrained[1])
+
+
+def tiny_gpt(vocab=20, n_layer=2, seed=0):
+    manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab, block_size=16, n_layer=n_layer, n_head=2, n_embd=16))
+
+
+def ft_config(**overrides):
+    settings = dict(steps=4, batch_size=4, warmup_steps=1, eval_every=2, lr=3e-3, lp_steps=3, out=None, seed=0)
+    settings.update(overrides)
+    return FinetuneConfig(**settings)
+
+
+# --- which parameters train ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_frozen_parameters_are_bit_identical_after_finetuning_and_hold_no_optimizer_state(strategy, pretrained, task):
+    model = checkpoint.load_model(pretrained[0])
+    before = model.state_dict()
+    result = finetune(model, task, ft_config(strategy=strategy), progress=False, log=quiet)
+    model = result.model
+    named = dict(model.named_parameters())
+    in_optimizer = {id(p) for g in result.optimizer.param_groups for p in g["params"]}
+    for name, p in named.items():
+        if p.requires_grad:
+            assert id(p) in in_optimizer, name
+        else:
+            assert id(p) not in in_optimizer, f"frozen {name} entered the optimizer"
+            np.testing.assert_array_equal(p.data, before[name], err_msg=f"frozen {name} changed")
+    assert len(result.optimizer.state) <= len(in_optimizer)
+    assert all(named[n].requires_grad for n in result.report.trainable_names if n in named)
+    changed = [n for n, p in named.items() if p.requires_grad and not np.array_equal(p.data, before.get(n, 0.0))]
+    assert changed, "nothing trained"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_gradients_reach_exactly_the_trainable_set_of_each_strategy(strategy):
+    model = tiny_gpt()
+    report = apply_strategy(model, strategy, k=1, lora_rank=2, lora_targets=("c_attn", "mlp.c_fc"))
+    x = np.random.default_rng(0).integers(0, 20, size=(2, 8))
+    _, loss = model(x, np.roll(x, -1, axis=1))
+    loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert with_grad == trainable == set(report.trainable_names)
+    assert report.trainable_params == sum(p.size for p in model.parameters() if p.requires_grad)
+
+
+def test_strategy_trainable_sets_are_the_documented_ones():
+    names = lambda s, **kw: set(apply_strategy(tiny_gpt(), s, **kw).trainable_names)  # noqa: E731
+    assert names("head") == {"lm_head.weight"}
+    assert names("bitfit") == {n for n in names("full") if n.endswith(".bias")}
+    assert names("layernorm") == {n for n in names("full") if ".ln_" in "." + n}
+    last = {n for n in names("full") if n.startswith(("transformer.h.1.", "transformer.ln_f"))}
+    assert names("last_k", k=1) == last | {"lm_head.weight"}
+    assert "transformer.wte.weight" not in names("embeddings_frozen") and "lm_head.weight" in names("embeddings_frozen")
+    assert names("lora", lora_rank=2) == {f"transformer.h.{i}.attn.c_attn.lora_{m}" for i in range(2) for m in "AB"}
+
+
+def test_head_strategy_unties_lm_head_without_changing_the_function():
+    model = tiny_gpt()
+    x = np.random.default_rng(0).integers(0, 20, size=(2, 8))
+    logits_before = model(x)[0].data.copy()
+    report = apply_strategy(model, "head")
+    assert report.head_untied and model.lm_head.weight is not model.transformer.wte.weight
+    np.testing.assert_array_equal(model(x)[0].data, logits_before)
+    assert report.total_params == tiny_gpt().num_parameters() + 20 * 16  # the head's own copy
+    assert "lm_head.weight" in describe_trainable(model)
+
+
+def test_untied_head_checkpoint_loads_back_with_its_own_head(tmp_path):
+    model = tiny_gpt()
+    apply_strategy(model, "head")
+    model.lm_head.weight.data += 0.5  # the head now differs from the embeddings
+    save_finetuned(tmp_path / "ft.npz", model)
+    loaded = load_finetuned(tmp_path / "ft.npz")
+    x = np.arange(8)[None, :]
+    np.testing.assert_array_equal(loaded(x)[0].data, model(x)[0].data)
+    assert loaded.lm_head.weight is not loaded.transformer.wte.weight
+
+
+# --- LoRA ---------------------------------------------------------------------------------------------
+
+
+def test_lora_at_initialization_equals_the_base_model():
+    model = tiny_gpt()
+    x = np.random.default_rng(1).integers(0, 20, size=(2, 8))
+    base = model(x)[0].data.copy()
+    layers = inject_lora(model, rank=4, alpha=8, targets=("c_attn", "c_proj", "c_fc"))
+    assert len(layers) == 2 * 4 and all(np.all(layer.lora_B.data == 0) for layer in layers)
+    np.testing.assert_array_equal(model(x)[0].data, base)
+
+
+def test_lora_merged_equals_unmerged():
+    model = tiny_gpt()
+    layers = inject_lora(model, rank=4, alpha=8, targets=("c_attn", "mlp.c_fc"))
+    rng = np.random.default_rng(2)
+    for layer in layers:
+        layer.lora_B.data[...] = rng.normal(0, 0.1, layer.lora_B.shape)
+    x = rng.integers(0, 20, size=(2, 8))
+    unmerged = model(x)[0].data.copy()
+    weights = [layer.weight.data.copy() for layer in layers]
+    for layer in layers:
+        layer.merge()
+    np.testing.assert_allclose(model(x)[0].data, unmerged, rtol=1e-4, atol=1e-5)
+    for layer, w in zip(layers, weights):
+        layer.unmerge()
+        np.testing.assert_allclose(layer.weight.data, w, atol=1e-6)
+    plain = tiny_gpt(seed=9)
+    plain.load_state_dict(merged_state_dict(model))  # merged export is a plain GPT
+    np.testing.assert_allclose(plain(x)[0].data, unmerged, rtol=1e-4, atol=1e-5)
+
+
+def test_lora_adapter_checkpoint_holds_only_the_adapters_and_loads_back(tmp_path, pretrained):
+    base = checkpoint.load_model(pretrained[0])
+    apply_strategy(base, "lora", lora_rank=2, lora_targets=("c_attn",))
+    for name, layer in base.named_modules():
+        if isinstance(layer, LoRALinear):
+            layer.lora_B.data[...] = 0.05
+    save_finetuned(tmp_path / "adapter.npz", base, export="adapter", base_checkpoint=pretrained[0])
+    stored = checkpoint.load(tmp_path / "adapter.npz").model_state
+    assert set(stored) == set(lora_state_dict(base))
+    x = np.arange(10)[None, :]
+    np.testing.assert_array_equal(load_finetuned(tmp_path / "adapter.npz")(x)[0].data, base(x)[0].data)
+    save_finetuned(tmp_path / "merged.npz", base, export="merged")
+    np.testing.assert_allclose(checkpoint.load_model(tmp_path / "merged.npz")(x)[0].data, base(x)[0].data,
+                               rtol=1e-4, atol=1e-5)
+
+
+# --- WiSE-FT, LP-FT, learning rates ---------------------------------------------------------------------
+
+
+def test_wise_ft_at_0_and_1_equals_its_endpoints():
+    a, b = tiny_gpt(seed=0).state_dict(), tiny_gpt(seed=1).state_dict()
+    for name in a:
+        np.testing.assert_array_equal(wise_ft(a, b, 0.0)[name], a[name])
+        np.testing.assert_array_equal(wise_ft(a, b, 1.0)[name], b[name])
+        np.testing.assert_allclose(wise_ft(a, b, 0.5)[name], (a[name] + b[name]) / 2, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="different names"):
+        wise_ft(a, {**b, "extra": np.zeros(1)}, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        wise_ft(a, {**b, "transformer.wpe.weight": np.zeros((3, 3))}, 0.5)
+
+
+def test_lp_ft_second_phase_starts_from_the_probed_head(pretrained, task):
+    probe = finetune(checkpoint.load_model(pretrained[0]), task, ft_config(strategy="head", steps=3),
+                     progress=False, log=quiet)
+    seen = {}
+
+    def record_head(step, model):
+        if step == 4:  # the first step of phase 2
+            seen["head"] = model.lm_head.weight.data.copy()
+        return {"head_norm": float(np.linalg.norm(model.lm_head.weight.data))}
+
+    pre = checkpoint.load_model(pretrained[0])
+    pre_head = pre.lm_head.weight.data.copy()
+    result = finetune(pre, task, ft_config(strategy="lp_ft", lp_steps=3, steps=3), callback=record_head,
+                      progress=False, log=quiet)
+    assert [row["phase"] for row in result.history] == ["probe"] * 3 + ["full"] * 3
+    assert "head_norm" in result.history[0]
+    np.testing.assert_array_equal(result.probed_head, probe.model.lm_head.weight.data.ravel())  # same probe
+    assert not np.array_equal(result.probed_head, pre_head.ravel())
+    step_from_probe = np.abs(seen["head"].ravel() - result.probed_head).max()
+    assert step_from_probe < np.abs(seen["head"].ravel() - pre_head.ravel()).max()
+    assert step_from_probe <= 1.1 * 3e-3 * 1  # one Adam step moves a weight by at most about lr
+    assert result.model.num_parameters(trainable_only=True) == result.model.num_parameters()
+
+
+def test_layer_decay_gives_the_expected_learning_rates():
+    model = tiny_gpt(n_layer=3)
+    apply_strategy(model, "full")
+    opt = optim.AdamW(param_groups(model, lr=1.0, layer_decay=0.5), lr=1.0)
+    optim.set_lr(opt, 1e-2)
+    lrs = learning_rates(opt)
+    assert lrs["transformer.h.2.attn.c_attn.weight"] == pytest.approx(1e-2 * 0.5)  # block i: decay^(n_layer - i)
+    assert lrs["transformer.h.0.mlp.c_fc.bias"] == pytest.approx(1e-2 * 0.5 ** 3)
+    assert lrs["transformer.wte.weight"] == pytest.approx(1e-2 * 0.5 ** 4)  # embeddings: the lowest
+    assert lrs["transformer.ln_f.weight"] == pytest.approx(1e-2)
+
+
+def test_head_lr_applies_to_the_untied_head_and_frozen_parameters_are_left_out():
+    model = tiny_gpt()
+    apply_strategy(model, "last_k", k=1)
+    lrs = learning_rates(optim.AdamW(param_groups(model, lr=1e-3, head_lr=1e-2), lr=1e-3))
+    assert lrs["lm_head.weight"] == pytest.approx(1e-2)
+    assert lrs["transformer.h.1.attn.c_attn.weight"] == pytest.approx(1e-3)
+    assert not any(name.startswith("transformer.h.0.") for name in lrs)
+
+
+def test_mitigation_hooks_are_called_every_step(pretrained, task):
+    calls = {"mix": 0, "penalty": 0}
+
+    class Hooks:
+        def mix_batch(self, x, y, rng):
+            calls["mix"] += 1
+            return x, y
+
+        def penalty(self, model):
+            calls["penalty"] += 1
+            return None if calls["penalty"] % 2 else (model.transformer.ln_f.weight ** 2).sum() * 0.0
+
+    result = finetune(checkpoint.load_model(pretrained[0]), task, ft_config(steps=3), mitigations=(Hooks(), object()),
+                      callback=lambda step, model: {"seen": step}, progress=False, log=quiet)
+    assert calls == {"mix": 3, "penalty": 3}
+    assert [row["seen"] for row in result.history] == [1, 2, 3]
+
+
+# --- does it work, and what does it cost ------------------------------------------------------------
+
+
+def test_finetuning_a_pretrained_model_beats_training_from_scratch_on_held_out_data(pretrained, task):
+    # lr 1e-2 is the better of {3e-3, 1e-2} for the model trained from scratch: the comparison favours it
+    config = ft_config(steps=20, batch_size=8, lr=1e-2, warmup_steps=4, eval_every=20)
+    tuned = finetune(checkpoint.load_model(pretrained[0]), task, config, progress=False, log=quiet)
+    scratch = train_from_scratch(checkpoint.load_model(pretrained[0]), task, config, progress=False, log=quiet)
+    assert tuned.after["test"]["loss"] < tuned.before["test"]["loss"]
+    assert tuned.after["test"]["loss"] < scratch.after["test"]["loss"] - 0.1
+    s = tuned.summary()
+    assert s["target_after"] < s["target_before"] and s["trainable_params"] == s["total_params"]
+
+
+def test_cost_full_is_six_n_per_token_and_a_head_costs_less():
+    model = tiny_gpt()
+    apply_strategy(model, "full")
+    n = sum(p.size for name, p in model.named_parameters() if p.ndim == 2 and "wpe" not in name)
+    full = run_cost(model, tokens=100, wall_s=1.0)
+    assert full["flops"] == 6 * n * 100 and full["optimizer_state_bytes"] == 2 * 4 * model.num_parameters()
+    head_model = tiny_gpt()
+    apply_strategy(head_model, "head")
+    head = run_cost(head_model, tokens=100, wall_s=1.0)
+    assert head["flops"] == 2 * n * 100 + 4 * 20 * 16 * 100 and head["optimizer_state_bytes"] == 2 * 4 * 20 * 16
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors(pretrained):
+    with pytest.raises(ValueError, match="unknown strategy 'everything'.*full, head"):
+        apply_strategy(tiny_gpt(), "everything")
+    with pytest.raises(ValueError, match="k must be .* n_layer=2"):
+        apply_strategy(tiny_gpt(), "last_k", k=3)
+    with pytest.raises(ValueError, match="lora_rank"):
+        apply_strategy(tiny_gpt(), "lora", lora_rank=0)
+    with pytest.raises(ValueError, match="lora_targets.*c_attn"):
+        inject_lora(tiny_gpt(), rank=2, targets=("q_proj",))
+    other_vocab = CodeWindows(CharTokenizer.build("abc"), chars=2000)
+    with pytest.raises(ValueError, match="vocabulary"):
+        finetune(checkpoint.load_model(pretrained[0]), other_vocab, ft_config(), progress=False, log=quiet)
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+
+def run_cli(argv, capsys):
+    import argparse
+
+    from tinyft.finetune import add_finetune_arguments, run_finetune_cli
+
+    parser = argparse.ArgumentParser()
+    add_finetune_arguments(parser)
+    code = run_finetune_cli(parser.parse_args(argv))
+    return code, capsys.readouterr().out
+
+
+def test_cli_end_to_end_prints_a_json_summary_as_the_last_line(pretrained, tmp_path, capsys):
+    pytest.importorskip("tinyft.tasks")
+    code, out = run_cli(["--from", pretrained[0], "--strategy", "lora", "--lora-rank", "2", "--steps", "3",
+                         "--batch-size", "4", "--n-examples", "60", "--eval-every", "3", "--warmup-steps", "1",
+                         "--out", str(tmp_path / "ft"), "--no-progress", "--json"], capsys)
+    assert code == 0
+    summary = json.loads(out.strip().splitlines()[-1])
+    for key in ("strategy", "trainable_params", "total_params", "target_before", "target_after", "wall_s"):
+        assert key in summary, key
+    assert summary["strategy"] == "lora" and 0 < summary["trainable_params"] < summary["total_params"]
+    assert "cost_vs_pretraining" in summary
+    meta = checkpoint.load(tmp_path / "ft" / "ckpt.npz").meta["finetune"]
+    assert meta["export"] == "adapter" and meta["base_checkpoint"] == os.path.abspath(pretrained[0])
+    assert meta["config"]["task"] == "code"
+
+
+def test_cli_rejects_a_checkpoint_without_a_tokenizer(tmp_path, capsys):
+    pytest.importorskip("tinyft.tasks")
+    checkpoint.save(tmp_path / "bare.npz", tiny_gpt())
+    with pytest.raises(ValueError, match="tokenizer"):
+        run_cli(["--from", str(tmp_path / "bare.npz"), "--steps", "1", "--out", str(tmp_path)], capsys)
+
+
+def test_classifier_head_trains_alone_on_the_kind_task_and_its_checkpoint_loads_back(pretrained, tmp_path):
+    tasks = pytest.importorskip("tinyft.tasks")
+    kind = tasks.build_task("kind", pretrained[1], n_examples=40, seed=0, block_size=BLOCK)
+    config = ft_config(task="kind", strategy="head", classifier="head", steps=3, out=str(tmp_path / "ft"))
+    result = finetune(checkpoint.load_model(pretrained[0]), kind, config, progress=False, log=quiet)
+    assert result.report.trainable_names == ["head.proj.weight", "head.proj.bias"]
+    assert result.metric == "accuracy" and 0.0 <= result.after["test"]["accuracy"] <= 1.0
+    x, y = kind.eval_arrays("test", max_examples=8)
+    loaded = load_finetuned(result.checkpoint)
+    np.testing.assert_array_equal(loaded(x, y)[0].data, result.model(x, y)[0].data)

@@ -1,0 +1,1098 @@
+"""Fine-tuning: adapt a pretrained GPT to a small specialized task, seeing exactly what trains, at what cost.
+
+Map of this file:
+  1. Strategies       STRATEGIES, apply_strategy(model, name) -> StrategyReport, describe_trainable(model);
+                      the tied wte/lm_head and untie_head(model) ("head only" trains the output layer only)
+  2. LoRA             LoRALinear (W x + (alpha/r) B A x), inject_lora, merge/unmerge, lora_state_dict
+  3. WiSE-FT          wise_ft(pretrained_state, finetuned_state, alpha): interpolate two weight sets
+  4. Learning rates   param_groups(model, lr, head_lr, layer_decay): per-group lr, layer-wise lr decay
+  5. Classification   ClassifierHead and ClassifierModel: a new head on pooled hidden states
+  6. The loop         FinetuneConfig, finetune(...) -> FinetuneResult (lp_ft = probe, then full), hooks
+                      for forgetting.py: mitigation.mix_batch(x, y, rng), mitigation.penalty(model),
+                      callback(step, model) -> dict; save_finetuned / load_finetuned
+  7. Baselines, cost  train_from_scratch, prompting_baseline, run_cost, pretraining_cost
+  8. CLI pieces       add_finetune_arguments(parser), run_finetune_cli(args)
+Papers: LoRA (Hu et al. 2021), BitFit (Ben Zaken et al. 2022), LP-FT (Kumar et al. 2022), WiSE-FT
+(Wortsman et al. 2022), discriminative fine-tuning / layer-wise lr (Howard & Ruder 2018). docs/finetuning.md.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import checkpoint, optim
+from . import functional as F
+from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
+from .nn import GPT, GPTConfig, Linear, Module, Parameter, normal_init
+
+STRATEGIES = ("full", "head", "last_k", "embeddings_frozen", "bitfit", "layernorm", "lora", "lp_ft")
+# Strategies that train the output layer but not the input embeddings: they untie lm_head from wte.
+UNTIE_FOR = ("head", "last_k", "embeddings_frozen", "lp_ft")
+# The Linear layers inside a Block that LoRA may wrap ("c_proj" alone means both attn.c_proj and mlp.c_proj).
+LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "c_attn", "c_proj", "c_fc")
+CHECKPOINT_NAME = "ckpt.npz"
+HISTORY_NAME = "history.jsonl"
+
+
+def _gpt_of(model):
+    """The GPT inside `model` (a GPT itself, or a ClassifierModel wrapping one)."""
+    return model.gpt if isinstance(model, ClassifierModel) else model
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Strategies: which parameters train
+# ----------------------------------------------------------------------------------------------------
+
+
+def untie_head(model):
+    """Give lm_head its own copy of the shared (V, C) matrix, so the output layer can train alone.
+
+    A GPT ties lm_head.weight to transformer.wte.weight: ONE Parameter embeds input ids and scores the
+    next id. Training "the head" of a tied model would therefore also move every input embedding. We
+    untie instead: lm_head.weight becomes a new Parameter holding a copy of the same numbers, so the
+    model computes exactly the same function until training changes one of the two. The price is V*C
+    more parameters in memory. `model.head_untied = True` records the choice; save_finetuned writes it
+    into the checkpoint and load_finetuned unties again before loading, so the weights come back right.
+    Calling it twice does nothing the second time.
+    """
+    gpt = _gpt_of(model)
+    if getattr(gpt, "head_untied", False):
+        return model
+    wte = gpt.transformer.wte.weight
+    gpt.lm_head.weight = Parameter(wte.data, requires_grad=wte.requires_grad, dtype=None)  # a copy, own storage
+    gpt.head_untied = True
+    return model
+
+
+def _head_parameters(model):
+    """The output layer: a ClassifierModel's new head, else the GPT's lm_head."""
+    if isinstance(model, ClassifierModel):
+        return list(model.head.parameters())
+    return [model.lm_head.weight]
+
+
+@dataclass
+class StrategyReport:
+    """Which parameters a strategy trains, counted (a tied Parameter once)."""
+
+    strategy: str
+    trainable_params: int
+    total_params: int
+    trainable_names: list
+    head_untied: bool = False
+    note: str = ""
+
+    @property
+    def fraction(self):
+        return self.trainable_params / max(self.total_params, 1)
+
+    def __str__(self):
+        text = (f"strategy {self.strategy}: {self.trainable_params:,} of {self.total_params:,} parameters train "
+                f"({100 * self.fraction:.2f}%)")
+        if self.head_untied:
+            text += "; lm_head untied from wte (its own copy)"
+        return text + (f"; {self.note}" if self.note else "")
+
+
+def _check_k(k, n_layer):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_layer:
+        raise ValueError(f"k must be an int from 1 to n_layer={n_layer} (the number of last blocks to train), "
+                         f"got {k!r}")
+
+
+def apply_strategy(model, strategy, k=1, lora_rank=8, lora_alpha=16, lora_targets=("c_attn",)):
+    """Freeze `model` (a GPT or ClassifierModel) as `strategy` says; returns a StrategyReport.
+
+    full               every parameter
+    head               only the output layer (lm_head, untied from wte; or a ClassifierModel's new head)
+    last_k             the last k blocks + ln_f + the output layer (untied)
+    embeddings_frozen  everything except wte and wpe (lm_head untied so it still trains)
+    bitfit             only the biases (Ben Zaken et al. 2022)
+    layernorm          only the LayerNorm weights and biases (ln_1, ln_2, ln_f)
+    lora               only LoRA's A and B matrices, injected into `lora_targets` (Hu et al. 2021)
+    lp_ft              phase 1 of LP-FT: like "head"; finetune() switches to "full" for phase 2
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
+    gpt = _gpt_of(model)
+    n_layer = gpt.config.n_layer
+    if strategy == "last_k":
+        _check_k(k, n_layer)
+    if strategy == "lora":
+        _check_lora_args(lora_rank, lora_alpha, lora_targets)
+    classifier = isinstance(model, ClassifierModel)
+    if strategy in UNTIE_FOR and not classifier:  # a classifier never uses lm_head: nothing to untie
+        untie_head(model)
+    if strategy == "lora" and not any(isinstance(m, LoRALinear) for m in model.modules()):
+        inject_lora(model, lora_rank, lora_alpha, lora_targets)
+
+    model.requires_grad_(False)  # freeze everything, then unfreeze what the strategy trains
+    tr = gpt.transformer
+    train = []  # modules or parameters to unfreeze
+    if strategy == "full":
+        train = [model]
+    elif strategy in ("head", "lp_ft"):
+        train = _head_parameters(model)
+    elif strategy == "last_k":
+        train = [*list(tr.h)[n_layer - k:], tr.ln_f, *_head_parameters(model)]
+    elif strategy == "embeddings_frozen":
+        model.requires_grad_(True)
+        tr.wte.weight.requires_grad_(False)
+        tr.wpe.weight.requires_grad_(False)
+    elif strategy == "bitfit":
+        train = [p for name, p in model.named_parameters() if name.endswith(".bias")]
+    elif strategy == "layernorm":
+        train = [p for name, p in model.named_parameters() if ".ln_" in f".{name}"]
+    elif strategy == "lora":
+        train = [p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")]
+    if classifier and strategy in ("last_k", "embeddings_frozen", "full", "bitfit", "layernorm", "lora"):
+        train = [*train, *model.head.parameters()]  # a new head always trains: it starts random
+        if strategy == "embeddings_frozen":
+            model.head.requires_grad_(True)
+    for item in train:
+        item.requires_grad_(True)
+
+    note = {"lp_ft": "phase 1 (linear probe); phase 2 trains every parameter",
+            "lora": f"rank {lora_rank}, alpha {lora_alpha}, targets {', '.join(lora_targets)}"}.get(strategy, "")
+    return StrategyReport(strategy=strategy, trainable_params=model.num_parameters(trainable_only=True),
+                          total_params=model.num_parameters(),
+                          trainable_names=[n for n, p in model.named_parameters() if p.requires_grad],
+                          head_untied=getattr(gpt, "head_untied", False), note=note)
+
+
+def describe_trainable(model):
+    """A table (one line per parameter): name, shape, trainable, with totals at the end."""
+    rows = [(name, "x".join(map(str, p.shape)), "yes" if p.requires_grad else "-")
+            for name, p in model.named_parameters()]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'name':<{width}}  {'shape':>12}  trainable"]
+    lines += [f"{name:<{width}}  {shape:>12}  {flag}" for name, shape, flag in rows]
+    n, total = model.num_parameters(trainable_only=True), model.num_parameters()
+    lines.append(f"{n:,} of {total:,} parameters trainable ({100 * n / max(total, 1):.2f}%)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. LoRA: a low-rank update beside a frozen weight (Hu et al. 2021)
+# ----------------------------------------------------------------------------------------------------
+
+
+class LoRALinear(Module):
+    """y = x W^T + b + (alpha / r) * x A^T B^T, with W (out, in) and b frozen and A (r, in), B (out, r) trained.
+
+    The update to W is delta_W = (alpha / r) B A: rank at most r, so it costs r (in + out) parameters
+    instead of in * out. B starts at zero, so at initialization delta_W = 0 and the model computes
+    exactly the pretrained function; A starts random (here N(0, 1/in), the scale of loralib's Kaiming
+    init) so that B's gradient, dL/dB = (alpha/r) g (x A^T)^T, is not zero. The paper (Sec. 4.1): "random
+    Gaussian initialization for A and zero for B". Scaling by alpha/r lets you change r without retuning lr.
+    The base weight keeps its name (c_attn.weight), so a merged model loads into a plain GPT.
+    """
+
+    def __init__(self, base, rank, alpha):
+        super().__init__()
+        if not isinstance(base, Linear):
+            raise ValueError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
+        _check_lora_args(rank, alpha, ("c_attn",))
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight = base.weight  # (out, in), the pretrained matrix: frozen
+        self.bias = base.bias  # (out,) or None: frozen
+        self.weight.requires_grad_(False)
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        self.rank, self.alpha, self.scaling = int(rank), float(alpha), float(alpha) / int(rank)
+        dtype = base.weight.dtype
+        std = 1.0 / math.sqrt(self.in_features)
+        self.lora_A = Parameter(normal_init((rank, self.in_features), std), dtype=dtype)  # (r, in)
+        self.lora_B = Parameter(np.zeros((self.out_features, rank)), dtype=dtype)  # (out, r): zero, so delta_W = 0
+        self.merged = False
+
+    def delta_weight(self):
+        """delta_W = (alpha / r) B A as a plain array (out, in)."""
+        return self.scaling * (self.lora_B.data @ self.lora_A.data)
+
+    def forward(self, x):  # (..., in) -> (..., out)
+        y = F.linear(x, self.weight, self.bias)  # (..., out): the frozen path
+        if self.merged:  # delta_W already lives inside weight
+            return y
+        low = F.linear(x, self.lora_A)  # (..., r)
+        return y + F.linear(low, self.lora_B) * self.scaling  # (..., out)
+
+    def merge(self):
+        """W <- W + delta_W: one matmul per layer at inference, no adapter path. Training needs unmerge()."""
+        if not self.merged:
+            self.weight.data += self.delta_weight().astype(self.weight.dtype)
+            self.merged = True
+        return self
+
+    def unmerge(self):
+        """W <- W - delta_W: back to the frozen weight plus a separate adapter (equal up to rounding)."""
+        if self.merged:
+            self.weight.data -= self.delta_weight().astype(self.weight.dtype)
+            self.merged = False
+        return self
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+                f"alpha={self.alpha}, merged={self.merged}")
+
+
+def _check_lora_args(rank, alpha, targets):
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank <= 0:
+        raise ValueError(f"lora_rank must be a positive int, got {rank!r}")
+    if not isinstance(alpha, (int, float, np.number)) or not alpha > 0:
+        raise ValueError(f"lora_alpha must be a number > 0, got {alpha!r}")
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    if unknown or not targets:
+        raise ValueError(f"lora_targets: unknown Linear name(s) {unknown or targets!r}; valid names: "
+                         f"{', '.join(LORA_TARGETS)} (inside each block)")
+
+
+def inject_lora(model, rank=8, alpha=16, targets=("c_attn",)):
+    """Replace every block Linear whose name ends with a target by a LoRALinear around it; returns the list."""
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    _check_lora_args(rank, alpha, targets)
+    wrapped = []
+    for block in _gpt_of(model).transformer.h:
+        for parent_name in ("attn", "mlp"):
+            parent = getattr(block, parent_name)
+            for name, child in list(parent.named_children()):
+                full = f"{parent_name}.{name}"
+                if isinstance(child, Linear) and (full in targets or name in targets):
+                    setattr(parent, name, LoRALinear(child, rank, alpha))
+                    wrapped.append(getattr(parent, name))
+    return wrapped
+
+
+def lora_layers(model):
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+
+
+def lora_state_dict(model):
+    """Only the adapters: {"...c_attn.lora_A": (r, in), "...c_attn.lora_B": (out, r), ...} (copies)."""
+    return {name: p.data.copy() for name, p in model.named_parameters()
+            if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
+
+
+def merged_state_dict(model):
+    """A plain GPT state_dict with every delta_W added into its base weight and the lora_ entries dropped.
+
+    The model itself is not changed. Loads into GPT(config) (and PyTorch nanoGPT) as an ordinary model.
+    """
+    sd = {name: a for name, a in model.state_dict().items() if name.rsplit(".", 1)[-1] not in ("lora_A", "lora_B")}
+    for name, layer in lora_layers(model):
+        if not layer.merged:
+            sd[f"{name}.weight"] = (sd[f"{name}.weight"] + layer.delta_weight()).astype(layer.weight.dtype)
+    return sd
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. WiSE-FT: interpolate the weights of the pretrained and the fine-tuned model (Wortsman et al. 2022)
+# ----------------------------------------------------------------------------------------------------
+
+
+def wise_ft(pretrained_state, finetuned_state, alpha):
+    """theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned, name by name.
+
+    alpha = 0 returns the pretrained weights, alpha = 1 the fine-tuned ones (exactly: those ends are copied,
+    not computed). Both dicts must hold the same names and shapes (a LoRA model: merge it first with
+    merged_state_dict). A GPT's state_dict always lists lm_head.weight, so a tied pretrained model and a
+    fine-tuned model with an untied head interpolate fine; load the result into an untied model
+    (untie_head), since its wte and lm_head now differ.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"wise_ft: alpha must lie in [0, 1] (0 = pretrained, 1 = fine-tuned), got {alpha!r}")
+    a_names, b_names = set(pretrained_state), set(finetuned_state)
+    if a_names != b_names:
+        only_a, only_b = sorted(a_names - b_names), sorted(b_names - a_names)
+        raise ValueError(f"wise_ft: the two state dicts hold different names; only in pretrained: {only_a[:5]}, "
+                         f"only in fine-tuned: {only_b[:5]} (merge LoRA adapters and untie heads first)")
+    out = {}
+    for name in pretrained_state:
+        a, b = np.asarray(pretrained_state[name]), np.asarray(finetuned_state[name])
+        if a.shape != b.shape:
+            raise ValueError(f"wise_ft: {name} has shape {a.shape} in pretrained but {b.shape} in fine-tuned")
+        if alpha == 0:
+            out[name] = a.copy()
+        elif alpha == 1:
+            out[name] = b.copy()
+        else:
+            out[name] = ((1.0 - alpha) * a.astype(np.float64) + alpha * b.astype(np.float64)).astype(b.dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. Learning rates per group: a body lr, a head lr, and layer-wise decay (Howard & Ruder 2018)
+# ----------------------------------------------------------------------------------------------------
+
+
+def layer_index(name, n_layer):
+    """Depth of a parameter: 0 for the embeddings (wte, wpe), i + 1 for block i, n_layer + 1 for ln_f and heads."""
+    if name.startswith("transformer.wte") or name.startswith("transformer.wpe") or name.startswith("gpt.transformer.w"):
+        return 0
+    parts = name.split(".")
+    if "h" in parts:
+        return int(parts[parts.index("h") + 1]) + 1
+    return n_layer + 1
+
+
+def param_groups(model, lr, head_lr=None, layer_decay=1.0, weight_decay=0.0):
+    """Optimizer param groups for the TRAINABLE parameters only (frozen ones never enter the optimizer).
+
+    Each group carries "lr_scale" (optim.set_lr multiplies the scheduled lr by it), so the schedule
+    shapes every group alike:
+        lr(parameter) = lr * layer_decay ** (n_layer + 1 - layer_index)      (ULMFiT's discriminative lr)
+    that is block i gets lr * decay^(n_layer - i), the embeddings the lowest lr * decay^(n_layer + 1),
+    ln_f and the head lr itself. head_lr, if given, replaces the output layer's lr (lm_head when untied,
+    a classifier head). A tied lm_head IS transformer.wte.weight, listed once as an embedding, so it
+    follows the embedding rate. Weight decay goes on 2-D non-embedding matrices only (as pretraining).
+    """
+    if not layer_decay > 0:
+        raise ValueError(f"layer_decay must be > 0 (1.0 = no decay), got {layer_decay!r}")
+    if head_lr is not None and not head_lr > 0:
+        raise ValueError(f"head_lr must be > 0, got {head_lr!r}")
+    n_layer = _gpt_of(model).config.n_layer
+    head_ids = {id(p) for p in _head_parameters(model)} if (
+        isinstance(model, ClassifierModel) or getattr(model, "head_untied", False)) else set()
+    groups = {}  # (lr_scale, weight_decay) -> group
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in head_ids and head_lr is not None:
+            scale = head_lr / lr
+        else:
+            scale = layer_decay ** (n_layer + 1 - layer_index(name, n_layer))
+        is_embedding = layer_index(name, n_layer) == 0
+        wd = weight_decay if (p.ndim >= 2 and not is_embedding and id(p) not in head_ids) else 0.0
+        group = groups.setdefault((scale, wd), {"params": [], "names": [], "lr_scale": scale, "weight_decay": wd,
+                                                "lr": lr * scale})
+        group["params"].append(p)
+        group["names"].append(name)
+    if not groups:
+        raise ValueError("no parameter is trainable: apply a strategy that trains something")
+    return sorted(groups.values(), key=lambda g: g["lr_scale"])
+
+
+def learning_rates(optimizer):
+    """{parameter name: lr} as the optimizer holds them now (for checks and for the report)."""
+    return {name: group["lr"] for group in optimizer.param_groups for name in group.get("names", [])}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Classification through a new head on pooled hidden states
+# ----------------------------------------------------------------------------------------------------
+
+
+def hidden_states(gpt, idx):
+    """(B, T, C) after ln_f: what lm_head would read."""
+    return gpt.hidden_states(idx)
+
+
+class ClassifierHead(Module):
+    """logits = pool(h) W^T + b, with h (B, T, C) the GPT's final hidden states and W (n_classes, C).
+
+    pooling="mean" averages the positions 0..end of each row (a better sentence feature for a character
+    model than one position); "last" reads position `end` alone. `end` (B,) marks each row's last input token.
+    """
+
+    def __init__(self, n_embd, n_classes, pooling="mean"):
+        super().__init__()
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.pooling = pooling
+        self.proj = Linear(n_embd, n_classes)
+
+    def forward(self, h, end):  # h (B, T, C), end (B,) int
+        B, T, C = h.shape
+        positions = np.arange(T)[None, :]  # (1, T)
+        if self.pooling == "last":
+            weights = (positions == end[:, None]).astype(h.dtype)  # (B, T) one-hot
+        else:
+            weights = (positions <= end[:, None]).astype(h.dtype)
+            weights /= weights.sum(axis=1, keepdims=True)  # (B, T), rows sum to 1
+        pooled = (h * weights[:, :, None]).sum(axis=1)  # (B, C)
+        return self.proj(pooled)  # (B, n_classes)
+
+
+class ClassifierModel(Module):
+    """A GPT body plus a ClassifierHead. forward(x, y) reads the class from y, the task's LM targets:
+    in each row the one counted position (y != -1) is where the label token would be predicted, so its
+    target is the label token (its class = index in label_ids) and the position itself is the input's end."""
+
+    def __init__(self, gpt, label_ids, pooling="mean"):
+        super().__init__()
+        self.gpt = gpt
+        self.config = gpt.config
+        self.label_ids = np.asarray(label_ids, dtype=np.int64)
+        self.head = ClassifierHead(gpt.config.n_embd, len(self.label_ids), pooling)
+
+    def classes_and_ends(self, y):
+        y = np.asarray(y)
+        counted = y != -1  # (B, T)
+        if not counted.any(axis=1).all():
+            raise ValueError("ClassifierModel: every row of y needs one counted position (the label)")
+        end = counted.shape[1] - 1 - np.argmax(counted[:, ::-1], axis=1)  # (B,) last counted position
+        label_token = y[np.arange(len(y)), end]  # (B,)
+        lookup = {int(t): i for i, t in enumerate(self.label_ids)}
+        classes = np.array([lookup.get(int(t), -1) for t in label_token], dtype=np.int64)
+        if (classes < 0).any():
+            raise ValueError("ClassifierModel: a target at the label position is not one of the task's label_ids")
+        return classes, end
+
+    def forward(self, idx, targets=None):
+        """(class logits (B, n_classes), mean cross-entropy over the batch or None)."""
+        if targets is None:
+            raise ValueError("ClassifierModel needs targets (the task's y) to find where each input ends")
+        classes, end = self.classes_and_ends(targets)
+        h = hidden_states(self.gpt, idx)  # (B, T, C)
+        logits = self.head(h, end)  # (B, n_classes)
+        return logits, F.cross_entropy(logits, classes)
+
+    @no_grad()
+    def accuracy(self, x, y):
+        logits, _ = self(x, y)
+        classes, _ = self.classes_and_ends(y)
+        return float((logits.data.argmax(axis=1) == classes).mean())
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. The loop
+# ----------------------------------------------------------------------------------------------------
+
+SPLITS = ("val", "test", "shifted")
+
+
+@dataclass
+class FinetuneConfig:
+    """What to fine-tune, how, and on what data. A fine-tuned checkpoint records all of it."""
+
+    task: str = "code"  # "code" (domain LM), "kind" (classification), "describe" (instruction)
+    strategy: str = "full"  # one of STRATEGIES
+    lr: float = 1e-3  # peak lr of the body (the schedule: linear warmup, cosine down to lr / 10)
+    head_lr: float | None = None  # lr of the output layer (untied lm_head or classifier head); None = lr
+    layer_decay: float = 1.0  # block i gets lr * layer_decay ** (n_layer - i); 1.0 = the same lr everywhere
+    steps: int = 200
+    batch_size: int = 16
+    n_examples: int = 1000  # training examples the task builds (its size knob)
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    k: int = 1  # last_k: how many blocks train
+    lora_rank: int = 8
+    lora_alpha: float = 16
+    lora_targets: tuple = ("c_attn",)
+    lora_save: str = "adapter"  # LoRA checkpoint: "adapter" (A and B alone) or "merged" (a plain GPT)
+    lp_steps: int = 50  # lp_ft: steps of the linear-probe phase (then `steps` of full fine-tuning)
+    classifier: str = "label_tokens"  # classification: "label_tokens" (score label ids) or "head" (new head)
+    pooling: str = "mean"  # classifier head input: "mean" over the input's positions, or "last"
+    label_noise: float = 0.0  # task knob: fraction of training labels replaced at random
+    imbalance: float = 1.0  # task knob: train count of the majority class / the minority class (1 = balanced)
+    seed: int = 0
+    out: str | None = "runs/finetune"  # folder for ckpt.npz and history.jsonl; None = save nothing
+
+    def validate(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
+        for name in ("batch_size", "eval_every", "n_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("steps", "warmup_steps", "lp_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.grad_clip > 0 or self.weight_decay < 0:
+            raise ValueError(f"need lr > 0, grad_clip > 0, weight_decay >= 0; got {self.lr}, {self.grad_clip}, "
+                             f"{self.weight_decay}")
+        if self.classifier not in ("label_tokens", "head"):
+            raise ValueError(f"classifier must be 'label_tokens' or 'head', got {self.classifier!r}")
+        if self.lora_save not in ("adapter", "merged"):
+            raise ValueError(f"lora_save must be 'adapter' or 'merged', got {self.lora_save!r}")
+        if self.strategy == "lora":
+            _check_lora_args(self.lora_rank, self.lora_alpha, self.lora_targets)
+
+
+@dataclass
+class FinetuneResult:
+    model: Module
+    history: list  # one dict per step: step, phase, train_loss, lr, grad_norm, time_s (+ val metric, callback keys)
+    before: dict  # split -> the task's evaluation dict, before fine-tuning
+    after: dict  # split -> the task's evaluation dict, after
+    metric: str  # the key of the task's metric in those dicts (e.g. "loss", "accuracy")
+    higher_is_better: bool
+    report: StrategyReport
+    cost: dict
+    wall_s: float
+    checkpoint: str | None = None
+    interrupted: bool = False
+    probed_head: np.ndarray | None = None  # lp_ft: the output layer's weight at the end of the probe phase
+    optimizer: object = None  # the AdamW of the last phase (it holds only trainable parameters)
+
+    def summary(self):
+        """The JSON-able facts of the run (what `--json` prints). target_* = the metric on the test split."""
+        m = self.metric
+        return {
+            "strategy": self.report.strategy,
+            "trainable_params": self.cost["trainable_params"],  # lp_ft: phase 2's (every parameter)
+            "total_params": self.report.total_params,
+            "trainable_fraction": round(self.cost["trainable_params"] / max(self.report.total_params, 1), 6),
+            "metric": m,
+            "higher_is_better": self.higher_is_better,
+            "target_before": _round(self.before["test"].get(m)),
+            "target_after": _round(self.after["test"].get(m)),
+            "val_before": _round(self.before["val"].get(m)),
+            "val_after": _round(self.after["val"].get(m)),
+            "shifted_before": _round(self.before.get("shifted", {}).get(m)),
+            "shifted_after": _round(self.after.get("shifted", {}).get(m)),
+            "steps": len(self.history),
+            "optimizer_state_bytes": self.cost["optimizer_state_bytes"],
+            "flops": self.cost["flops"],
+            "wall_s": round(self.wall_s, 2),
+            "checkpoint": self.checkpoint,
+            "interrupted": self.interrupted,
+        }
+
+
+def _round(value, digits=4):
+    return None if value is None else round(float(value), digits)
+
+
+def check_model_fits_task(model, task):
+    """ValueError unless the model's vocabulary and context length fit the task's data."""
+    gpt = _gpt_of(model)
+    tok = getattr(task, "tokenizer", None)
+    if tok is not None and tok.vocab_size != gpt.config.vocab_size:
+        raise ValueError(f"the checkpoint's vocabulary has {gpt.config.vocab_size} ids but task {task.name!r} is "
+                         f"tokenized with {tok.vocab_size}; build the task with the checkpoint's tokenizer")
+    block = getattr(task, "block_size", None)
+    if block is not None and block > gpt.config.block_size:
+        raise ValueError(f"task {task.name!r} uses {block}-token windows but the checkpoint's block_size is "
+                         f"{gpt.config.block_size}; build the task with block_size <= {gpt.config.block_size}")
+
+
+@no_grad()
+def evaluate(model, task, split, decode=True):
+    """The task's evaluation dict on `split`, in eval mode. A ClassifierModel is scored by its own head.
+
+    decode=False skips an instruction task's greedy decoding (exact match): the loop's periodic evaluation
+    uses it when the metric is the answer loss.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(model, ClassifierModel):
+            return _evaluate_classifier(model, task, split)
+        if getattr(task, "kind", None) == "instruction" and not decode:
+            return task.evaluate(model, split, decode=False)
+        return task.evaluate(model, split)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate_classifier(model, task, split, batch_size=64):
+    """Accuracy and loss of a ClassifierModel over every example of `split` (task.eval_arrays)."""
+    x_all, y_all = task.eval_arrays(split)  # (N, T) each, one row per example
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(x_all), batch_size):
+        x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
+        logits, loss = model(x, y)
+        classes, _ = model.classes_and_ends(y)
+        correct += int((logits.data.argmax(axis=1) == classes).sum())
+        loss_sum += loss.item() * len(x)
+    return {"accuracy": correct / len(x_all), "loss": loss_sum / len(x_all), "n": len(x_all)}
+
+
+def _metric(result, task):
+    return float(result[task.metric])
+
+
+def _write_history(path, history):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+def finetune(model, task, config=None, *, mitigations=(), callback=None, progress=True, log=print,
+             base_checkpoint=None, tokenizer=None):
+    """Fine-tune `model` (a pretrained GPT, changed in place) on `task` as `config` says; returns FinetuneResult.
+
+    Each step, written out:
+        lr schedule -> x, y = task.batch("train", B, rng) -> for m in mitigations: x, y = m.mix_batch(x, y, rng)
+        -> forward -> loss -> for m in mitigations: loss = loss + m.penalty(model)   (None = no penalty)
+        -> backward -> clip -> optimizer step -> (every eval_every) validation metric -> callback(step, model)
+    The hooks (replay mixes the batch; EWC / L2-SP add a penalty; callback returns a dict merged into the
+    history row) are duck-typed: a mitigation may have either method or both. lp_ft runs two phases: the
+    output layer alone for lp_steps, then every parameter for `steps`, from the probed head (Kumar et al. 2022).
+    With a classification task and config.classifier == "head" the model is wrapped in a ClassifierModel.
+    """
+    config = config or FinetuneConfig()
+    config.validate()
+    check_model_fits_task(model, task)
+    t_start = time.perf_counter()
+    manual_seed(config.seed)  # LoRA's A and a classifier head draw their initial values from it
+    if getattr(task, "kind", None) == "classification" and config.classifier == "head":
+        model = ClassifierModel(model, task.label_ids, config.pooling)
+    report = apply_strategy(model, config.strategy, k=config.k, lora_rank=config.lora_rank,
+                            lora_alpha=config.lora_alpha, lora_targets=config.lora_targets)
+    log(str(report))
+
+    before = {split: evaluate(model, task, split) for split in SPLITS}
+    metric = task.metric
+    log(f"before: {metric} " + ", ".join(f"{s} {_metric(before[s], task):.4f}" for s in SPLITS))
+
+    if config.strategy == "lp_ft":  # (phase name, strategy, steps, peak lr of the body)
+        phases = [("probe", "lp_ft", config.lp_steps), ("full", "full", config.steps)]
+    else:
+        phases = [(config.strategy, config.strategy, config.steps)]
+    total_steps = sum(p[2] for p in phases)
+    batch_rng = np.random.default_rng(config.seed)  # draws the training examples (and replay's mix)
+    history, step, train_seconds, tokens_seen, interrupted, probed_head = [], 0, 0.0, 0, False, None
+    optimizer = None
+    bar = tqdm(total=total_steps, disable=not progress, desc=f"finetune {config.strategy}", unit="step")
+    try:
+        for phase_index, (phase, strategy, phase_steps) in enumerate(phases):
+            if phase_index > 0:  # lp_ft phase 2: unfreeze everything, keep the probed head
+                probed_head = np.concatenate([p.data.ravel() for p in _head_parameters(model)]).copy()
+                apply_strategy(model, strategy)
+            optimizer = optim.AdamW(param_groups(model, config.lr, config.head_lr, config.layer_decay,
+                                                 config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
+            trainable = [p for g in optimizer.param_groups for p in g["params"]]
+            warmup = min(config.warmup_steps, phase_steps)
+            for phase_step in range(phase_steps):
+                t0 = time.perf_counter()
+                lr = optim.cosine_schedule(phase_step, config.lr, warmup, phase_steps, config.lr / 10)
+                optim.set_lr(optimizer, lr)  # schedule (each group: lr * its lr_scale)
+                x, y = task.batch("train", config.batch_size, batch_rng)  # (B, T) int64 each
+                for m in mitigations:  # replay: mix source-domain rows into the batch
+                    if hasattr(m, "mix_batch"):
+                        x, y = m.mix_batch(x, y, batch_rng)
+                _, loss = model(x, y)  # forward; loss = mean cross-entropy over counted positions
+                objective, penalty_value = loss, 0.0
+                for m in mitigations:  # EWC / L2-SP: a penalty on the weights
+                    penalty = m.penalty(model) if hasattr(m, "penalty") else None
+                    if penalty is not None:
+                        objective = objective + penalty
+                        penalty_value += penalty.item()
+                optimizer.zero_grad()
+                objective.backward()  # backward: gradients reach only parameters with requires_grad
+                grad_norm = optim.clip_grad_norm(trainable, config.grad_clip)  # clip
+                optimizer.step()  # step: frozen parameters are not in the optimizer at all
+                step += 1
+                dt = time.perf_counter() - t0
+                train_seconds += dt
+                tokens_seen += int(np.prod(x.shape))
+                row = {"step": step, "phase": phase, "train_loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
+                       "time_s": train_seconds}
+                if mitigations:
+                    row["penalty"] = penalty_value
+                if step % config.eval_every == 0 or step == total_steps:
+                    row[f"val_{metric}"] = _metric(evaluate(model, task, "val", decode=metric == "exact_match"),
+                                                   task)  # evaluate
+                if callback is not None:
+                    row.update(callback(step, model) or {})
+                history.append(row)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{lr:.1e}",
+                                **({"val": f"{row[f'val_{metric}']:.3f}"} if f"val_{metric}" in row else {}))
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+        log(f"interrupted at step {step}; evaluating and saving what was trained so far")
+    finally:
+        bar.close()
+
+    after = {split: evaluate(model, task, split) for split in SPLITS}
+    log(f"after:  {metric} " + ", ".join(f"{s} {_metric(after[s], task):.4f}" for s in SPLITS))
+    wall_s = time.perf_counter() - t_start
+    final_report = report if config.strategy != "lp_ft" else dataclasses.replace(
+        report, note=f"{report.note}; {report.trainable_params:,} params in the probe phase, "
+                     f"{model.num_parameters(trainable_only=True):,} in phase 2")
+    cost = run_cost(model, tokens_seen, wall_s, trainable_params=report.trainable_params
+                    if config.strategy != "lp_ft" else None, phases=_phase_tokens(config, history, tokens_seen))
+    result = FinetuneResult(model=model, history=history, before=before, after=after, metric=metric,
+                            higher_is_better=bool(task.higher_is_better), report=final_report, cost=cost,
+                            wall_s=wall_s, interrupted=interrupted, probed_head=probed_head,
+                            optimizer=optimizer if total_steps else None)
+    if config.out:
+        _check_out_dir(config.out)
+        path = os.path.join(config.out, CHECKPOINT_NAME)
+        export = "full"
+        if config.strategy == "lora":
+            export = config.lora_save if (config.lora_save == "merged" or base_checkpoint) else "merged"
+        tokenizer = tokenizer if tokenizer is not None else getattr(task, "tokenizer", None)
+        save_finetuned(path, model, export=export, tokenizer=tokenizer, config=config,
+                       base_checkpoint=base_checkpoint, step=step, history=history,
+                       summary={k: v for k, v in result.summary().items() if k != "checkpoint"})
+        _write_history(os.path.join(config.out, HISTORY_NAME), history)
+        result.checkpoint = path
+    return result
+
+
+def _phase_tokens(config, history, tokens_seen):
+    """lp_ft: how many of the tokens were seen in the probe phase (for the cost estimate)."""
+    if config.strategy != "lp_ft" or not history:
+        return None
+    probe_steps = sum(1 for row in history if row["phase"] == "probe")
+    probe_tokens = tokens_seen * probe_steps // len(history)
+    return {"probe": probe_tokens, "full": tokens_seen - probe_tokens}
+
+
+def _check_out_dir(out):
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out!r}: cannot create the folder ({err.strerror}); "
+                         "choose a writable folder") from None
+
+
+# --- saving and loading a fine-tuned model ----------------------------------------------------------
+
+
+class LoRAAdapters(Module):
+    """Only the adapter matrices of a LoRA model, under their full names (what an adapter checkpoint holds)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.config = _gpt_of(model).config
+        for name, array in lora_state_dict(model).items():
+            vars(self)[name] = Parameter(array, dtype=None)  # dotted names kept as they are
+
+
+def save_finetuned(path, model, export="full", tokenizer=None, config=None, base_checkpoint=None, **meta):
+    """Save a fine-tuned model; meta["finetune"] records how to rebuild it (load_finetuned reads it).
+
+    export  "full"     every weight (an untied head: both wte and lm_head, different)
+            "adapter"  LoRA's A and B alone (kilobytes); loading needs the base checkpoint
+            "merged"   LoRA folded into the base weights: a plain GPT checkpoint (checkpoint.load_model reads it
+                       when the head is tied)
+    """
+    gpt = _gpt_of(model)
+    lora = lora_layers(model)
+    if export in ("adapter", "merged") and not lora:
+        raise ValueError(f"export={export!r} needs a LoRA model; this one has no LoRALinear layers")
+    if export == "adapter" and not base_checkpoint:
+        raise ValueError("export='adapter' needs base_checkpoint (the pretrained checkpoint the adapters belong to)")
+    info = {
+        "strategy": config.strategy if config else None,
+        "head_untied": bool(getattr(gpt, "head_untied", False)),
+        "lora": ({"rank": lora[0][1].rank, "alpha": lora[0][1].alpha,
+                  "targets": sorted({name.split(".h.", 1)[-1].split(".", 1)[1] for name, _ in lora})}
+                 if lora and export != "merged" else None),
+        "classifier": ({"label_ids": [int(i) for i in model.label_ids], "pooling": model.head.pooling}
+                       if isinstance(model, ClassifierModel) else None),
+        "export": export,
+        "base_checkpoint": os.path.abspath(base_checkpoint) if base_checkpoint else None,
+        "config": _jsonable(dataclasses.asdict(config)) if config else None,
+    }
+    if export == "adapter":
+        to_save = LoRAAdapters(model)
+    elif export == "merged":
+        rng_state = get_rng_state()
+        to_save = GPT(gpt.config)  # a plain GPT holding the merged weights
+        set_rng_state(rng_state)
+        if info["head_untied"]:
+            untie_head(to_save)
+        state = merged_state_dict(model)
+        if isinstance(model, ClassifierModel):
+            to_save = ClassifierModel(to_save, model.label_ids, model.head.pooling)
+        to_save.load_state_dict(state)
+    else:
+        to_save = model
+    checkpoint.save(path, to_save, tokenizer=tokenizer, finetune=info, kind="finetune", **meta)
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, (tuple, set)) else str(o)))
+
+
+def load_finetuned(path, base=None):
+    """Rebuild a model saved by save_finetuned (or finetune): untie, wrap, inject LoRA as recorded, then load.
+
+    An adapter checkpoint needs its base: `base` (a path) or the base_checkpoint path recorded in it.
+    """
+    ckpt = checkpoint.load(path)
+    info = ckpt.meta.get("finetune")
+    if not isinstance(info, dict):
+        raise checkpoint.CheckpointError(f"{path!r} is not a fine-tuned checkpoint (no 'finetune' entry in its "
+                                         "meta); use checkpoint.load_model for a pretrained one")
+    rng_state = get_rng_state()
+    try:
+        if info["export"] == "adapter":
+            base = base or info.get("base_checkpoint")
+            if not base or not os.path.exists(base):
+                raise checkpoint.CheckpointError(f"{path!r} holds LoRA adapters only; its base checkpoint {base!r} "
+                                                 "is not there: pass base=PATH")
+            model = checkpoint.load_model(base)
+        else:
+            model = GPT(GPTConfig.from_dict(ckpt.config))
+        if info.get("head_untied"):
+            untie_head(model)
+        if info.get("classifier"):
+            model = ClassifierModel(model, info["classifier"]["label_ids"], info["classifier"]["pooling"])
+        if info.get("lora"):
+            lo = info["lora"]
+            inject_lora(model, lo["rank"], lo["alpha"], tuple(lo["targets"]))
+    finally:
+        set_rng_state(rng_state)
+    if info["export"] == "adapter":
+        params = dict(model.named_parameters())
+        missing = [n for n in params if n.rsplit(".", 1)[-1] in ("lora_A", "lora_B") and n not in ckpt.model_state]
+        unknown = [n for n in ckpt.model_state if n not in params]
+        if missing or unknown:
+            raise checkpoint.CheckpointError(f"{path!r}: adapters do not fit: missing {missing[:4]}, "
+                                             f"unknown {unknown[:4]}")
+        for name, array in ckpt.model_state.items():
+            params[name].data[...] = array
+    else:
+        model.load_state_dict(ckpt.model_state)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. Baselines and cost
+# ----------------------------------------------------------------------------------------------------
+
+
+def train_from_scratch(model_or_config, task, config=None, **kwargs):
+    """The same architecture from random init, trained with the same data, steps and schedule ("full")."""
+    config = dataclasses.replace(config or FinetuneConfig(), strategy="full")
+    gpt_config = _gpt_of(model_or_config).config if isinstance(model_or_config, Module) else model_or_config
+    manual_seed(config.seed)
+    return finetune(GPT(gpt_config), task, config, **kwargs)
+
+
+def prompting_baseline(model, task, split="test", shots=(0, 3)):
+    """The pretrained model with no parameter change: the task metric with 0 and k examples in the prompt.
+
+    Answers are scored by likelihood (task.evaluate(model, split, shots=k)). Returns {"0-shot": dict, ...}.
+    """
+    return {f"{k}-shot": task.evaluate(model, split, shots=k) for k in shots}
+
+
+def _matmul_params(model):
+    """{name: size} of the parameters that are multiplied with activations (embedding lookups excluded)."""
+    gpt = _gpt_of(model)
+    untied = getattr(gpt, "head_untied", False)
+    out = {}
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or name.endswith("wpe.weight"):
+            continue
+        if name.endswith("wte.weight") and (untied or isinstance(model, ClassifierModel)):
+            continue  # only a lookup: the output matmul is lm_head's own (untied) or absent (classifier)
+        if name.endswith("lm_head.weight") and isinstance(model, ClassifierModel):
+            continue
+        out[name] = p.size
+    return out
+
+
+def run_cost(model, tokens, wall_s, trainable_params=None, phases=None, bytes_per_float=4):
+    """The cost of a run, estimated per token (attention's T^2 term and biases are ignored):
+
+        forward              2 * N_matmul * tokens       (a multiply and an add per weight)
+        backward, inputs     2 * N_path * tokens         (activation gradients, from the loss down to the
+                                                          lowest trainable layer; frozen layers on the way
+                                                          still pay this)
+        backward, weights    2 * N_trainable * tokens    (only trainable weights need their gradient)
+    Full fine-tuning: N_path = N_trainable = N_matmul, the usual 6 N tokens. A head alone: 2N + 4 V C per
+    token. The engine agrees: layers below the lowest trainable one are not in the graph, and the fused
+    linear (functional.LinearFunction) skips the weight gradient of a frozen weight. Memory beyond the
+    weights: gradients (1 float per trainable parameter) and AdamW's two moments (2 floats per trainable
+    parameter); activations are kept for every layer the backward passes through (not counted here).
+    phases (lp_ft) = {"probe": tokens, "full": tokens}: the probe phase is costed with the head alone.
+    """
+    gpt = _gpt_of(model)
+    n_layer = gpt.config.n_layer
+    matmul = _matmul_params(model)
+    n_matmul = sum(matmul.values())
+    trainable = {name: p.size for name, p in model.named_parameters() if p.requires_grad}
+    n_trainable = trainable_params if trainable_params is not None else sum(trainable.values())
+
+    def flops_for(trainable_names, n_tokens):
+        if not trainable_names:
+            return 2 * n_matmul * n_tokens
+        lowest = min(layer_index(n, n_layer) for n in trainable_names)
+        n_path = sum(size for name, size in matmul.items() if layer_index(name, n_layer) >= lowest)
+        n_train = sum(matmul.get(name, 0) for name in trainable_names)  # biases, LayerNorms: negligible
+        return 2 * n_matmul * n_tokens + 2 * n_path * n_tokens + 2 * n_train * n_tokens
+
+    if phases:
+        head_names = [n for n, p in model.named_parameters() if any(p is q for q in _head_parameters(model))]
+        flops = flops_for(head_names, phases["probe"]) + flops_for(list(trainable), phases["full"])
+        n_trainable = max(n_trainable, sum(trainable.values()))
+    else:
+        flops = flops_for(list(trainable), tokens)
+    return {
+        "trainable_params": int(n_trainable),
+        "total_params": int(model.num_parameters()),
+        "matmul_params": int(n_matmul),
+        "tokens": int(tokens),
+        "flops": int(flops),
+        "weights_bytes": int(model.num_parameters() * bytes_per_float),
+        "gradient_bytes": int(n_trainable * bytes_per_float),
+        "optimizer_state_bytes": int(2 * n_trainable * bytes_per_float),
+        "wall_s": round(float(wall_s), 3),
+    }
+
+
+def pretraining_cost(meta, model):
+    """Pretraining's cost from its checkpoint meta: tokens = steps * batch_size * block_size, FLOPs = 6 N tokens."""
+    pc = meta.get("pretrain_config") or {}
+    steps = meta.get("step") or pc.get("steps", 0)
+    tokens = int(steps) * int(pc.get("batch_size", 0)) * int(pc.get("block_size", 0))
+    gpt = _gpt_of(model)
+    rng_state = get_rng_state()
+    plain = GPT(gpt.config)  # tied, untouched: the model that was pretrained
+    set_rng_state(rng_state)
+    n = sum(_matmul_params(plain).values())
+    return {"tokens": tokens, "flops": 6 * n * tokens, "trainable_params": plain.num_parameters(),
+            "optimizer_state_bytes": 2 * plain.num_parameters() * 4, "wall_s": meta.get("train_seconds")}
+
+
+def compare_costs(finetune_cost, pretrain_cost):
+    """Fine-tuning's cost as a fraction of pretraining's (tokens, FLOPs, optimizer memory, wall time)."""
+    out = {}
+    for key in ("tokens", "flops", "optimizer_state_bytes", "wall_s"):
+        a, b = finetune_cost.get(key), pretrain_cost.get(key)
+        out[f"{key}_fraction"] = round(a / b, 6) if a is not None and b else None
+    return out
+
+
+def task_baselines(model, task, config, shots=(0, 3), log=print):
+    """The alternatives on the same data and budget: from scratch, prompting (no training), bag of characters.
+
+    Returns {"scratch": metric on test, "prompting": {"0-shot": ..., ...}, "bag_of_chars": ...}; a baseline
+    that does not apply to the task is left out.
+    """
+    from . import tasks  # a workflow beside this one
+
+    out = {}
+    scratch = train_from_scratch(model, task, dataclasses.replace(config, out=None), progress=False,
+                                 log=lambda *a: None)
+    out["scratch"] = _metric(scratch.after["test"], task)
+    if task.kind != "lm":
+        try:
+            out["prompting"] = {k: _metric(v, task) for k, v in prompting_baseline(model, task, "test", shots).items()}
+        except TypeError:  # this task's evaluate takes no shots
+            pass
+    if task.kind == "classification":
+        simple = tasks.bag_of_chars_baseline(task)  # {"bag_of_chars": {"test": acc, ...}, "majority": {...}}
+        out["bag_of_chars"] = simple["bag_of_chars"]["test"]
+        out["majority"] = simple["majority"]["test"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8. CLI pieces (tinyft/__main__.py wires them in as `python -m tinyft finetune`)
+# ----------------------------------------------------------------------------------------------------
+
+
+def add_finetune_arguments(parser):
+    d = FinetuneConfig()
+    parser.add_argument("--from", dest="from_ckpt", required=True, metavar="CKPT",
+                        help="the pretrained checkpoint (from `python -m tinyft pretrain`)")
+    what = parser.add_argument_group("task and strategy")
+    what.add_argument("--task", default=d.task, help="'code' (language modeling on standard-library source, the "
+                      "default), 'kind' (classification) or 'describe' (instruction)")
+    what.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="what trains (default: %(default)s)")
+    what.add_argument("--k", type=int, default=d.k, help="last_k: how many last blocks train (default: %(default)s)")
+    what.add_argument("--lora-rank", type=int, default=d.lora_rank, help="(default: %(default)s)")
+    what.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="(default: %(default)s)")
+    what.add_argument("--lora-targets", default=",".join(d.lora_targets),
+                      help=f"comma-separated Linear names, from {', '.join(LORA_TARGETS)} (default: %(default)s)")
+    what.add_argument("--lora-save", choices=("adapter", "merged"), default=d.lora_save, help="(default: %(default)s)")
+    what.add_argument("--lp-steps", type=int, default=d.lp_steps,
+                      help="lp_ft: linear-probe steps (default: %(default)s)")
+    what.add_argument("--classifier", choices=("label_tokens", "head"), default=d.classifier,
+                      help="classification: score label tokens, or train a new head (default: %(default)s)")
+    data_group = parser.add_argument_group("data")
+    data_group.add_argument("--n-examples", type=int, default=d.n_examples,
+                            help="training examples (default: %(default)s)")
+    data_group.add_argument("--label-noise", type=float, default=d.label_noise, help="(default: %(default)s)")
+    data_group.add_argument("--imbalance", type=float, default=d.imbalance, help="(default: %(default)s)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the body (default: %(default)s)")
+    train.add_argument("--head-lr", type=float, default=None, help="learning rate of the output layer (default: --lr)")
+    train.add_argument("--layer-decay", type=float, default=d.layer_decay,
+                       help="block i gets lr * decay^(n_layer - i) (default: %(default)s = none)")
+    train.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    train.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="(default: %(default)s)")
+    train.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
+    train.add_argument("--eval-every", type=int, default=d.eval_every, help="(default: %(default)s)")
+    train.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default=d.out, help="folder for ckpt.npz and history.jsonl (default: %(default)s)")
+    out.add_argument("--baselines", action="store_true",
+                     help="also train from scratch on the same budget, prompt without training, bag of characters")
+    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    out.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def load_for_task(path, task_name, n_examples, seed, label_noise=0.0, imbalance=1.0):
+    """(model, tokenizer, task, meta) from a pretrained checkpoint, with the task built on its tokenizer."""
+    from .tasks import build_task
+    from .tokenizers import tokenizer_from_dict
+
+    ckpt = checkpoint.load(path)
+    if not isinstance(ckpt.meta.get("tokenizer"), dict):
+        raise checkpoint.CheckpointError(f"{path!r} holds no tokenizer, so task text cannot be turned into its ids; "
+                                         "use a checkpoint written by `python -m tinyft pretrain`")
+    tokenizer = tokenizer_from_dict(ckpt.meta["tokenizer"])
+    model = load_finetuned(path) if "finetune" in ckpt.meta else checkpoint.load_model(path)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"{path!r}: its tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary has "
+                         f"{model.config.vocab_size}; the checkpoint is inconsistent")
+    task = build_task(task_name, tokenizer, n_examples=n_examples, seed=seed, block_size=model.config.block_size,
+                      label_noise=label_noise, imbalance=imbalance)
+    check_model_fits_task(model, task)
+    return model, tokenizer, task, ckpt.meta
+
+
+def run_finetune_cli(args):
+    """`python -m tinyft finetune`: fine-tune, print a readable report; under --json the summary is the last line."""
+    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    config = FinetuneConfig(
+        task=args.task, strategy=args.strategy, lr=args.lr, head_lr=args.head_lr, layer_decay=args.layer_decay,
+        steps=args.steps, batch_size=args.batch_size, n_examples=args.n_examples, warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay, eval_every=args.eval_every, k=args.k, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_targets=targets, lora_save=args.lora_save, lp_steps=args.lp_steps,
+        classifier=args.classifier, label_noise=args.label_noise, imbalance=args.imbalance, seed=args.seed,
+        out=args.out)
+    config.validate()
+    model, tokenizer, task, meta = load_for_task(args.from_ckpt, args.task, args.n_examples, args.seed,
+                                                 args.label_noise, args.imbalance)
+    result = finetune(model, task, config, progress=not args.no_progress, base_checkpoint=args.from_ckpt,
+                      tokenizer=tokenizer)
+    s = result.summary()
+    better = "higher" if s["higher_is_better"] else "lower"
+    if config.strategy == "lp_ft":
+        print(result.report)
+    print(f"task {args.task!r}: {s['metric']} ({better} is better)")
+    print(f"  {'split':<8} {'before':>9} {'after':>9}")
+    for split in SPLITS:
+        print(f"  {split:<8} {_metric(result.before[split], task):>9.4f} {_metric(result.after[split], task):>9.4f}")
+    c = result.cost
+    pt = pretraining_cost(meta, result.model) if meta.get("pretrain_config") else None
+    print(f"cost: {c['tokens']:,} tokens, {c['flops']:.3g} FLOPs (estimated), optimizer state "
+          f"{c['optimizer_state_bytes'] / 1024:,.1f} KiB, {s['wall_s']:.1f} s")
+    if pt:
+        ratio = compare_costs(c, pt)
+        s["cost_vs_pretraining"] = ratio
+        print(f"  pretraining: {pt['tokens']:,} tokens, {pt['flops']:.3g} FLOPs: fine-tuning used "
+              f"{100 * (ratio['flops_fraction'] or 0):.2f}% of its FLOPs")
+    if args.baselines:
+        base = task_baselines(checkpoint.load_model(args.from_ckpt), task, config)
+        s["baselines"] = base
+        print("baselines on the same data and budget (test split): "
+              + ", ".join(f"{k} {v}" if not isinstance(v, float) else f"{k} {v:.4f}" for k, v in base.items()))
+    if result.checkpoint:
+        print(f"checkpoint: {result.checkpoint}")
+    if args.json:
+        print(json.dumps(s))
+    return 130 if result.interrupted else 0
