@@ -3,6 +3,7 @@
 Commands:
   pretrain    pretrain a small GPT on the offline default corpus (or your text), with checkpoints
   finetune    adapt a pretrained checkpoint to a specialized task with a chosen strategy
+  forgetting  sweep strategies x learning rates x mitigations; measure target gain and forgetting
   demo        the engine training a small network, in seconds
 Shared flags use nanoGPT's words: --n-layer --n-head --n-embd --block-size --batch-size --lr --steps
 --seed --out. `--json` prints a machine-readable summary as the last line of standard output.
@@ -14,6 +15,7 @@ import sys
 
 from .checkpoint import CheckpointError
 from .finetune import add_finetune_arguments, run_finetune_cli
+from .forgetting import add_forgetting_arguments, run_forgetting_cli
 from .pretrain import add_pretrain_arguments, run_pretrain_cli
 
 
@@ -42,6 +44,15 @@ def build_parser():
                     "and after, the trainable fraction and the cost.")
     add_finetune_arguments(finetune)
     finetune.set_defaults(run=run_finetune_cli)
+
+    forgetting = commands.add_parser(
+        "forgetting", help="measure catastrophic forgetting: a sweep of strategies x lrs x mitigations",
+        description="Fine-tune a pretrained checkpoint under several strategies, learning rates and mitigations "
+                    "(replay, EWC, L2-SP), and measure for each run the target gain and the forgetting "
+                    "(source-domain loss after - before). Writes runs.csv, runs.json and pareto.json in --out; "
+                    "finished runs are not redone.")
+    add_forgetting_arguments(forgetting)
+    forgetting.set_defaults(run=run_forgetting_cli)
 
     demo = commands.add_parser("demo", help="train a small network with the engine and print what it learned",
                                description="Train a 2-16-16-2 MLP on two moons with tinyft's autograd engine "

@@ -1,0 +1,848 @@
+"""Forgetting: measure how much a fine-tuned model loses of what pretraining taught it, and what reduces it.
+
+Map of this file:
+  0. The sign convention   (once, here; every function below uses it)
+  1. Measurements          source_loss / perplexity, source_loss_callback (the curve), forgetting,
+                           target_gain, learning_forgetting_curve (one run), pareto_front (across runs)
+  2. Task sequences        average_accuracy, backward_transfer, forward_transfer, forgetting_measure on R[i, j]
+  3. Where the change went effective_state, weight_drift, total_weight_drift, effective_rank,
+                           delta_effective_ranks
+  4. Mitigations           Replay, fisher_diagonal + EWC, L2SP (hooks of finetune.finetune), wise_ft_sweep
+  5. Experiments           source_data, run_sweep -> runs.csv, runs.json, pareto.json (seeded, resumable)
+  6. CLI pieces            add_forgetting_arguments(parser), run_forgetting_cli(args)
+Papers: EWC (Kirkpatrick et al. 2017), L2-SP (Li et al. 2018), GEM / BWT (Lopez-Paz & Ranzato 2017),
+RWalk's forgetting measure (Chaudhry et al. 2018), effective rank (Roy & Vetterli 2007), "LoRA Learns Less
+and Forgets Less" (Biderman et al. 2024), WiSE-FT (Wortsman et al. 2022). Lecture note: docs/forgetting.md.
+
+0. THE SIGN CONVENTION. "Source" is the pretraining data (its held-out split), "target" the fine-tuning task.
+     forgetting  = source loss after - source loss before        (nats/token; > 0 means the model forgot)
+     target gain = target metric after - before    if higher is better (accuracy, exact match)
+                 = target metric before - after    if lower is better  (a loss)
+                                                                 (> 0 means the model learned the task)
+   So in every table and plot: right (more gain) is good, up (more forgetting) is bad. Task-sequence
+   metrics follow the same rule: backward/forward transfer > 0 is good, the forgetting measure > 0 is bad.
+"""
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from . import checkpoint, data
+from .autograd import get_rng_state, no_grad, set_rng_state
+from .finetune import (
+    STRATEGIES,
+    ClassifierModel,
+    FinetuneConfig,
+    LoRALinear,
+    evaluate,
+    finetune,
+    untie_head,
+    wise_ft,
+)
+from .nn import GPT
+
+MITIGATIONS = ("none", "replay", "ewc", "l2sp")
+RUNS_JSON, RUNS_CSV, PARETO_JSON = "runs.json", "runs.csv", "pareto.json"
+
+
+def _gpt_of(model):
+    """The language model inside `model` (a GPT, or the GPT body of a ClassifierModel)."""
+    return model.gpt if isinstance(model, ClassifierModel) else model
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Measurements
+# ----------------------------------------------------------------------------------------------------
+
+
+@no_grad()
+def source_loss(model, source_batches):
+    """Mean next-token cross-entropy (nats/token) of the language model in `model` on source batches.
+
+        L_src(theta) = (1 / n_batches) * sum over batches (x, y) of  mean_{b,t} -log p_theta(y[b,t] | x[b, :t+1])
+
+    source_batches: a list of (x, y) int arrays (B, T), held-out pretraining text, the SAME list before,
+    during and after fine-tuning (pretrain.fixed_batches makes one), so differences are the model's alone.
+    Computed in eval mode (dropout off); the model's mode is restored. A ClassifierModel is scored through
+    its GPT body (the pretrained language model it still contains).
+    """
+    if not source_batches:
+        raise ValueError("source_loss: source_batches is empty; pass a list of (x, y) batches of source text")
+    gpt = _gpt_of(model)
+    was_training = gpt.training
+    gpt.eval()
+    try:
+        losses = [gpt(x, y)[1].item() for x, y in source_batches]
+    finally:
+        gpt.train(was_training)
+    return float(np.mean(losses))
+
+
+def perplexity(loss):
+    """exp(loss): the number of equally likely tokens the model is as unsure as (loss in nats/token)."""
+    return float(math.exp(loss))
+
+
+def source_loss_callback(source_batches, every=10, key="source_loss"):
+    """A finetune callback that measures the forgetting curve: {key: L_src} every `every` steps, else {}.
+
+    finetune(..., callback=source_loss_callback(batches, every=25)) merges the dict into the history row
+    of that step, so history rows with step % every == 0 carry "source_loss" (learning_forgetting_curve
+    reads them). Costs one forward pass over source_batches per measurement.
+    """
+    if every < 1:
+        raise ValueError(f"source_loss_callback: every must be at least 1, got {every}")
+
+    def callback(step, model):
+        if step % every:
+            return {}
+        return {key: source_loss(model, source_batches)}
+
+    return callback
+
+
+def forgetting(before, after):
+    """forgetting = L_src(after) - L_src(before): > 0 means the model got worse on the source data."""
+    return float(after) - float(before)
+
+
+def target_gain(before, after, higher_is_better):
+    """target gain = (after - before) if higher_is_better else (before - after): > 0 means it learned the task."""
+    return float(after) - float(before) if higher_is_better else float(before) - float(after)
+
+
+def learning_forgetting_curve(history, source_before, target_before, metric, higher_is_better,
+                              source_key="source_loss"):
+    """The learning-versus-forgetting path of ONE run: a point wherever a history row has both measurements.
+
+    Each point: {"step", "target_gain": gain of the validation metric f"val_{metric}" so far,
+    "forgetting": source_key - source_before}. Step 0 (before fine-tuning) is the origin (0, 0).
+    Give the callback and the evaluation the same period (every == eval_every) so their rows coincide.
+    """
+    points = [{"step": 0, "target_gain": 0.0, "forgetting": 0.0}]
+    for row in history:
+        if source_key in row and f"val_{metric}" in row:
+            points.append({"step": row["step"],
+                           "target_gain": target_gain(target_before, row[f"val_{metric}"], higher_is_better),
+                           "forgetting": forgetting(source_before, row[source_key])})
+    return points
+
+
+def pareto_front(points, gain_key="target_gain", forgetting_key="forgetting"):
+    """Flags: True for each point no other point beats, ACROSS runs (more gain and less forgetting).
+
+    Point q dominates p when gain_q >= gain_p and forgetting_q <= forgetting_p, one of them strictly.
+    The Pareto-optimal points are those no point dominates: the best trade-offs on offer.
+    """
+    g = np.array([float(p[gain_key]) for p in points])
+    f = np.array([float(p[forgetting_key]) for p in points])
+    flags = []
+    for i in range(len(points)):
+        dominated = (g >= g[i]) & (f <= f[i]) & ((g > g[i]) | (f < f[i]))
+        flags.append(not bool(dominated.any()))
+    return flags
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. A sequence of tasks: the matrix R[i, j] = performance on task j after training stage i
+# ----------------------------------------------------------------------------------------------------
+# Rows are training stages 0..T-1 (stage i trained on task i), columns are the tasks 0..T-1, 0-indexed.
+# R holds accuracies (higher_is_better=True) or losses (False); for losses the differences are negated so
+# that the sign rule of the top of this file holds: transfer > 0 is good, the forgetting measure > 0 is bad.
+
+
+def _check_matrix(R, min_tasks=1):
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim != 2 or R.shape[0] != R.shape[1]:
+        raise ValueError(f"R must be a square matrix (stages x tasks), got shape {R.shape}")
+    if R.shape[0] < min_tasks:
+        raise ValueError(f"this measure needs at least {min_tasks} tasks, R has {R.shape[0]}")
+    return R
+
+
+def average_accuracy(R):
+    """ACC = (1/T) * sum_j R[T-1, j]: mean performance on every task after the last stage (Lopez-Paz & Ranzato 2017)."""
+    R = _check_matrix(R)
+    return float(R[-1].mean())
+
+
+def backward_transfer(R, higher_is_better=True):
+    """BWT = 1/(T-1) * sum_{j < T-1} (R[T-1, j] - R[j, j])   (Lopez-Paz & Ranzato 2017, GEM, eq. 3)
+
+    How much learning the later tasks changed each earlier task, measured from just after it was learned.
+    < 0 is forgetting. For a loss matrix (higher_is_better=False) the sign is flipped: R[j, j] - R[T-1, j].
+    """
+    R = _check_matrix(R, 2)
+    T, s = R.shape[0], 1.0 if higher_is_better else -1.0
+    return float(np.mean([s * (R[T - 1, j] - R[j, j]) for j in range(T - 1)]))
+
+
+def forward_transfer(R, baseline, higher_is_better=True):
+    """FWT = 1/(T-1) * sum_{j >= 1} (R[j-1, j] - b_j)   (Lopez-Paz & Ranzato 2017, eq. 4)
+
+    How much training on tasks 0..j-1 helps task j before it is trained on, against b_j, the performance
+    on task j of the model before any stage (e.g. at random init, or the pretrained model). > 0 helps.
+    baseline: length T (b_0 is unused). Loss matrix: the sign is flipped, b_j - R[j-1, j].
+    """
+    R = _check_matrix(R, 2)
+    b = np.asarray(baseline, dtype=np.float64)
+    T, s = R.shape[0], 1.0 if higher_is_better else -1.0
+    if b.shape != (T,):
+        raise ValueError(f"baseline must hold one value per task, shape ({T},), got {b.shape}")
+    return float(np.mean([s * (R[j - 1, j] - b[j]) for j in range(1, T)]))
+
+
+def forgetting_measure(R, higher_is_better=True):
+    """F = 1/(T-1) * sum_{j < T-1} max_{l < T-1} (R[l, j] - R[T-1, j])   (Chaudhry et al. 2018, RWalk, eq. 9)
+
+    For each earlier task, the drop from the best it ever was (at any stage before the last) to now.
+    > 0 is forgetting. Loss matrix: the best is the lowest loss, so F_j = R[T-1, j] - min_{l < T-1} R[l, j].
+    """
+    R = _check_matrix(R, 2)
+    T, s = R.shape[0], 1.0 if higher_is_better else -1.0
+    return float(np.mean([np.max(s * (R[:T - 1, j] - R[T - 1, j])) for j in range(T - 1)]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. Where the change went: weight drift per layer, and the rank of each weight change
+# ----------------------------------------------------------------------------------------------------
+
+
+def effective_state(model):
+    """{name: array} of the weights the model actually computes with: a LoRA layer's weight is W + (alpha/r) B A
+    (the lora_A / lora_B entries are dropped), so a LoRA model compares name by name with its base."""
+    out = {}
+    lora = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B"):
+            continue
+        array = p.data.copy()
+        if name in lora and not lora[name].merged:
+            array = array + lora[name].delta_weight().astype(array.dtype)
+        out[name] = array
+    return out
+
+
+def weight_drift(pre_state, post_state):
+    """drift(name) = ||theta - theta_0|| / ||theta_0|| (Frobenius norms) for each name in both dicts.
+
+    pre_state: the pretrained weights (model.state_dict()); post_state: the fine-tuned ones (use
+    effective_state(model) for a LoRA model). 0 = untouched. A name whose theta_0 is all zeros gets
+    inf if it moved, else 0.
+    """
+    out = {}
+    for name in pre_state:
+        if name not in post_state:
+            continue
+        a = np.asarray(pre_state[name], dtype=np.float64)
+        b = np.asarray(post_state[name], dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"weight_drift: {name} has shape {a.shape} before but {b.shape} after")
+        change, size = float(np.linalg.norm(b - a)), float(np.linalg.norm(a))
+        out[name] = change / size if size > 0 else (math.inf if change > 0 else 0.0)
+    return out
+
+
+def total_weight_drift(pre_state, post_state, untied=False):
+    """||theta - theta_0|| / ||theta_0|| over all weights at once, each parameter counted once: the tied
+    lm_head.weight (the same matrix as wte) is left out unless the fine-tuned head was untied."""
+    names = [n for n in pre_state if n in post_state and (untied or n != "lm_head.weight")]
+    change = sum(float(np.sum((np.asarray(post_state[n], np.float64) - pre_state[n]) ** 2)) for n in names)
+    size = sum(float(np.sum(np.asarray(pre_state[n], np.float64) ** 2)) for n in names)
+    return math.sqrt(change / size) if size > 0 else 0.0
+
+
+def effective_rank(delta):
+    """erank(delta) = exp(H(p)),  p_k = sigma_k / sum_i sigma_i,  H(p) = -sum_k p_k log p_k   (Roy & Vetterli 2007)
+
+    sigma are the singular values of the 2-D matrix delta. A rank-r matrix with r equal singular values
+    has erank r; unequal ones give less; it is never more than the rank. 0 for an all-zero matrix.
+    """
+    delta = np.asarray(delta, dtype=np.float64)
+    if delta.ndim != 2:
+        raise ValueError(f"effective_rank: needs a 2-D matrix, got shape {delta.shape}")
+    sigma = np.linalg.svd(delta, compute_uv=False)
+    total = sigma.sum()
+    if total <= 0:
+        return 0.0
+    p = sigma[sigma > 0] / total
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def delta_effective_ranks(pre_state, post_state, names=None):
+    """{name: effective_rank(post - pre)} for every 2-D weight in both dicts (or `names`), with the
+    matrix's full rank min(out, in) beside it: {name: (erank, full_rank)}."""
+    out = {}
+    for name in names or pre_state:
+        if name in post_state and np.ndim(pre_state[name]) == 2:
+            delta = np.asarray(post_state[name], np.float64) - np.asarray(pre_state[name], np.float64)
+            out[name] = (effective_rank(delta), min(delta.shape))
+    return out
+
+
+def _block_matrices(state):
+    """The 2-D weights inside the transformer blocks (attention and MLP), where LoRA can act."""
+    return [n for n in state if ".h." in n and n.endswith(".weight") and np.ndim(state[n]) == 2]
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. Mitigations: objects with the hooks finetune() calls (mix_batch, penalty)
+# ----------------------------------------------------------------------------------------------------
+
+
+class Replay:
+    """Rehearse the source: replace round(fraction * B) rows of each fine-tuning batch by source windows.
+
+    mix_batch(x, y, rng) keeps the first B - n rows of the task batch and puts n random windows of
+    source_ids (data.get_batch, with the loop's rng) in the last n rows, so each step's gradient is
+    (B - n)/B of the task's and n/B of the source's (for LM tasks where every row counts T positions).
+    n = floor(fraction * B + 1/2). With n = 0 the batch is returned untouched and the rng is NOT drawn
+    from, so fraction = 0 is plain fine-tuning, bit for bit. Cost: none beyond the data; the target
+    sees fewer rows per step.
+    block_size: the source window length; None means the task batch's T (they must match).
+    """
+
+    def __init__(self, source_ids, fraction, block_size=None):
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise ValueError(f"Replay: fraction must lie in [0, 1] (share of each batch from the source), got {fraction!r}")
+        self.source_ids = np.asarray(source_ids)
+        self.fraction = float(fraction)
+        self.block_size = block_size
+
+    def rows(self, batch_size):
+        return int(math.floor(self.fraction * batch_size + 0.5))
+
+    def mix_batch(self, x, y, rng):
+        n = self.rows(len(x))
+        if n == 0:
+            return x, y  # no rng draw: plain fine-tuning
+        T = x.shape[1]
+        if self.block_size is not None and self.block_size != T:
+            raise ValueError(f"Replay: block_size {self.block_size} differs from the task batch's T={T}")
+        sx, sy = data.get_batch(self.source_ids, n, T, rng)  # (n, T) each
+        x, y = x.copy(), y.copy()
+        x[len(x) - n:], y[len(y) - n:] = sx, sy
+        return x, y
+
+    def __repr__(self):
+        return f"Replay(fraction={self.fraction})"
+
+
+def _anchor_name(name, anchors):
+    """The anchor a current parameter name refers to ("gpt." of a ClassifierModel stripped)."""
+    if name in anchors:
+        return name
+    if name.startswith("gpt.") and name[4:] in anchors:
+        return name[4:]
+    return None
+
+
+def _penalized_tensors(model, anchors):
+    """(anchor name, Tensor) pairs to penalize: each trainable parameter the anchors know, and for a LoRA
+    layer its effective weight W + (alpha/r) B A, built from engine ops so the penalty reaches A and B.
+    Frozen parameters are left out: they still equal their anchor, so their term is 0 with no gradient."""
+    lora = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    out = []
+    for name, p in model.named_parameters():  # a tied parameter once (wte and lm_head are one)
+        key = _anchor_name(name, anchors)
+        if key is None:
+            continue  # a new parameter (a classifier head, LoRA's A and B themselves): no anchor
+        if name in lora and not lora[name].merged:
+            m = lora[name]
+            if m.lora_A.requires_grad or m.lora_B.requires_grad or p.requires_grad:
+                out.append((key, p + (m.lora_B @ m.lora_A) * m.scaling))  # (out, in)
+        elif p.requires_grad:
+            out.append((key, p))
+    return out
+
+
+def fisher_diagonal(model, batches):
+    """The diagonal of the empirical Fisher information on source data, one array per parameter name.
+
+        F_i = (1/N) * sum_{n=1..N} ( d ell_n / d theta_i )^2,
+        ell_n(theta) = (1/|C_n|) * sum_{t in C_n} log p_theta(y[n,t] | x[n, :t+1])
+
+    One example n is one sequence (one row of a batch); C_n are its counted positions (y != -1), so ell_n
+    is the sequence's mean log-likelihood per token, the negative of model(x[n:n+1], y[n:n+1]).loss.
+    "Empirical": the labels are the data's next tokens, not samples from the model. N is the number of
+    rows with at least one counted position, over all batches. Each row gets its own backward pass:
+    squaring a batch gradient would give the square of a mean, not the mean of the squares. Eval mode
+    (dropout off); every parameter gets an entry (frozen ones too: their requires_grad is set on and
+    restored), a tied parameter under each of its names. The model's .grad are left cleared.
+    """
+    params = list(model.named_parameters(remove_duplicate=False))
+    flags = {id(p): p.requires_grad for _, p in params}
+    was_training = model.training
+    sums = {id(p): np.zeros(p.shape, dtype=np.float64) for _, p in params}
+    n = 0
+    model.eval()
+    try:
+        for _, p in params:
+            p.requires_grad_(True)
+        for x, y in batches:
+            x, y = np.asarray(x), np.asarray(y)
+            for row in range(len(x)):
+                if not (y[row] != -1).any():
+                    continue  # nothing to predict in this row
+                model.zero_grad()
+                _, loss = model(x[row:row + 1], y[row:row + 1])  # -ell_n, a scalar
+                loss.backward()
+                seen = set()
+                for _, p in params:
+                    if id(p) in seen or p.grad is None:
+                        continue
+                    seen.add(id(p))
+                    sums[id(p)] += p.grad.astype(np.float64) ** 2  # (d ell_n / d theta)^2: the sign drops
+                n += 1
+    finally:
+        model.zero_grad()
+        for _, p in params:
+            p.requires_grad_(flags[id(p)])
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("fisher_diagonal: the batches hold no counted position (every target is -1)")
+    return {name: sums[id(p)] / n for name, p in params}
+
+
+class EWC:
+    """Elastic weight consolidation (Kirkpatrick et al. 2017): a quadratic pull toward the pretrained
+    weights theta*, stronger along directions the source data cares about (large Fisher F):
+
+        penalty(theta) = (lam / 2) * sum_i F_i (theta_i - theta*_i)^2
+
+    theta* and F are taken from `model` when EWC is built (build it BEFORE fine-tuning). F comes from
+    fisher_diagonal(model, source_batches) unless `fisher` (a dict name -> array) is given. Cost: one
+    forward + backward per source sequence, once; then per step about three elementwise passes over the
+    trainable weights, and two stored copies (theta*, F) of the model. A LoRA layer is penalized on its
+    effective weight W + (alpha/r) B A; a head untied after EWC was built is pulled toward the tied weights.
+    """
+
+    def __init__(self, model, source_batches=None, lam=1.0, fisher=None):
+        if not lam >= 0:
+            raise ValueError(f"EWC: lam must be >= 0, got {lam!r}")
+        if fisher is None and source_batches is None:
+            raise ValueError("EWC needs source_batches (to estimate the Fisher) or a precomputed fisher dict")
+        self.lam = float(lam)
+        self.anchor = {name: p.data.copy() for name, p in model.named_parameters(remove_duplicate=False)}
+        self.fisher = fisher if fisher is not None else fisher_diagonal(model, source_batches)
+        missing = [name for name in self.anchor if name not in self.fisher]
+        if missing:
+            raise ValueError(f"EWC: the fisher dict lacks {missing[:4]}")
+
+    def penalty(self, model):
+        terms = []
+        for name, theta in _penalized_tensors(model, self.anchor):
+            diff = theta - self.anchor[name].astype(theta.dtype)  # (same shape as theta)
+            terms.append((diff * diff * self.fisher[name].astype(theta.dtype)).sum())
+        if not terms:
+            return None
+        return sum(terms[1:], terms[0]) * (self.lam / 2)
+
+    def __repr__(self):
+        return f"EWC(lam={self.lam:g})"
+
+
+class L2SP:
+    """L2-SP (Li et al. 2018): weight decay toward the pretrained Starting Point instead of toward zero:
+
+        penalty(theta) = (alpha / 2) * sum_i (theta_i - theta0_i)^2 = (alpha / 2) ||theta - theta0||^2
+
+    EWC with F = 1 everywhere. theta0 is copied from `model` when L2SP is built (before fine-tuning).
+    New parameters (a classifier head) have no starting point and are not penalized (the paper's beta = 0).
+    Cost: one stored copy of the weights, two elementwise passes per step.
+    """
+
+    def __init__(self, model, alpha=1.0):
+        if not alpha >= 0:
+            raise ValueError(f"L2SP: alpha must be >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
+        self.anchor = {name: p.data.copy() for name, p in model.named_parameters(remove_duplicate=False)}
+
+    def penalty(self, model):
+        terms = []
+        for name, theta in _penalized_tensors(model, self.anchor):
+            diff = theta - self.anchor[name].astype(theta.dtype)
+            terms.append((diff * diff).sum())
+        if not terms:
+            return None
+        return sum(terms[1:], terms[0]) * (self.alpha / 2)
+
+    def __repr__(self):
+        return f"L2SP(alpha={self.alpha:g})"
+
+
+def _plain_model_like(model):
+    """A plain GPT with `model`'s config (untied if its head is), without moving tinyft's RNG."""
+    gpt = _gpt_of(model)
+    state = get_rng_state()
+    try:
+        plain = GPT(gpt.config)
+    finally:
+        set_rng_state(state)
+    if getattr(gpt, "head_untied", False):
+        untie_head(plain)
+    return plain
+
+
+def wise_ft_sweep(pre_state, model, task, source_batches, alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
+                  source_before=None, target_before=None, split="test"):
+    """WiSE-FT after the fact: for each alpha, theta(alpha) = (1 - alpha) theta_pre + alpha theta_ft,
+    scored on the target task and the source. One row per alpha: alpha, target, source_loss, and (given
+    the before values, else from alpha = 0) target_gain and forgetting. Costs evaluations only.
+
+    pre_state: the pretrained GPT's state_dict(); model: the fine-tuned language model (LoRA is merged
+    into its weights here via effective_state; an untied head is interpolated from the tied one).
+    """
+    if isinstance(model, ClassifierModel):
+        raise ValueError("wise_ft_sweep: a ClassifierModel has a new head with no pretrained value; "
+                         "use a language-model task or the label_tokens classifier")
+    ft_state = effective_state(model)
+    pre_state = {name: pre_state[name] if name in pre_state else pre_state["transformer.wte.weight"]
+                 for name in ft_state}  # an untied lm_head starts from the tied matrix
+    eval_model = _plain_model_like(model)
+    metric, higher = task.metric, bool(task.higher_is_better)
+    rows = []
+    for alpha in alphas:
+        eval_model.load_state_dict(wise_ft(pre_state, ft_state, float(alpha)))
+        target = float(evaluate(eval_model, task, split)[metric])
+        src = source_loss(eval_model, source_batches)
+        rows.append({"alpha": float(alpha), "target": target, "source_loss": src})
+    t0 = target_before if target_before is not None else rows[0]["target"]
+    s0 = source_before if source_before is not None else rows[0]["source_loss"]
+    for row in rows:
+        row["target_gain"] = target_gain(t0, row["target"], higher)
+        row["forgetting"] = forgetting(s0, row["source_loss"])
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Experiments: a sweep of strategies x learning rates x mitigations (x seeds), resumable
+# ----------------------------------------------------------------------------------------------------
+
+
+def source_data(ckpt):
+    """The pretraining corpus of a checkpoint, split as pretraining split it: (tokenizer, train_ids, val_ids).
+
+    ckpt: a path or a checkpoint.load() result whose meta holds "tokenizer" and "pretrain_config" (what
+    `python -m tinyft pretrain` writes). The validation ids were never trained on: forgetting is measured
+    there; replay and the Fisher draw from the train ids.
+    """
+    from .pretrain import PretrainConfig, prepare_data  # same layer: reuse pretraining's own split
+    from .tokenizers import tokenizer_from_dict
+
+    ckpt = checkpoint.load(ckpt) if isinstance(ckpt, (str, os.PathLike)) else ckpt
+    meta = ckpt.meta
+    if "tokenizer" not in meta or "pretrain_config" not in meta:
+        raise ValueError(f"{ckpt.path!r} has no tokenizer or pretrain_config in its meta: forgetting needs a "
+                         "checkpoint written by `python -m tinyft pretrain`")
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    config = PretrainConfig(**{k: v for k, v in meta["pretrain_config"].items() if k in fields})
+    prepared = prepare_data(config, tokenizer_from_dict(meta["tokenizer"]))
+    return prepared["tokenizer"], prepared["train"], prepared["val"]
+
+
+def run_key(strategy, lr, mitigation, seed):
+    """The identity of one run in a sweep (a rerun skips keys already in runs.json)."""
+    return f"{strategy}|lr={float(lr):g}|{mitigation}|seed={int(seed)}"
+
+
+def _build_task(task, tokenizer, block_size, n_examples, seed):
+    if not isinstance(task, str):
+        return task  # already a Task object (tests pass their own)
+    from .tasks import build_task
+
+    return build_task(task, tokenizer, block_size=block_size, n_examples=n_examples, seed=seed)
+
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)  # a crash leaves the old file whole
+
+
+CSV_COLUMNS = ("strategy", "lr", "mitigation", "seed", "metric", "target_before", "target_after", "target_gain",
+               "source_before", "source_after", "forgetting", "source_ppl_before", "source_ppl_after",
+               "trainable_params", "weight_drift", "delta_erank", "wall_s")
+
+
+def _write_runs(out, settings, rows):
+    _atomic_write_text(os.path.join(out, RUNS_JSON), json.dumps({"settings": settings, "runs": rows}, indent=1))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write_text(os.path.join(out, RUNS_CSV), buffer.getvalue())
+
+
+def summarize_runs(rows):
+    """Mean and spread over seeds of each (strategy, lr, mitigation): target_gain and forgetting,
+    with std the sample standard deviation (ddof = 1; 0 for a single seed). One dict per group."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["strategy"], row["lr"], row["mitigation"]), []).append(row)
+    out = []
+    for (strategy, lr, mitigation), runs in groups.items():
+        item = {"label": f"{strategy} lr={lr:g} {mitigation}", "strategy": strategy, "lr": lr,
+                "mitigation": mitigation, "n_seeds": len(runs), "trainable_params": runs[0]["trainable_params"]}
+        for key in ("target_gain", "forgetting"):
+            values = np.array([r[key] for r in runs], dtype=np.float64)
+            item[f"{key}_mean"] = float(values.mean())
+            item[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out.append(item)
+    return out
+
+
+def summarize_wise(rows):
+    """WiSE-FT points (0 < alpha < 1) of each (strategy, lr, mitigation), means over seeds, shaped like
+    summarize_runs' items (label "<group> wise_ft(alpha)", mitigation "wise_ft(alpha)")."""
+    groups = {}
+    for row in rows:
+        for w in row.get("wise_ft") or []:
+            if 0.0 < w["alpha"] < 1.0:
+                key = (row["strategy"], row["lr"], row["mitigation"], w["alpha"])
+                groups.setdefault(key, []).append((w["target_gain"], w["forgetting"], row["trainable_params"]))
+    out = []
+    for (strategy, lr, mitigation, alpha), values in groups.items():
+        g, f = np.array([v[0] for v in values]), np.array([v[1] for v in values])
+        out.append({"label": f"{strategy} lr={lr:g} {mitigation} wise_ft({alpha:g})", "strategy": strategy, "lr": lr,
+                    "mitigation": f"{mitigation}+wise_ft({alpha:g})", "alpha": alpha, "n_seeds": len(values),
+                    "trainable_params": values[0][2],
+                    "target_gain_mean": float(g.mean()), "target_gain_std": float(g.std(ddof=1)) if len(g) > 1 else 0.0,
+                    "forgetting_mean": float(f.mean()), "forgetting_std": float(f.std(ddof=1)) if len(f) > 1 else 0.0})
+    return out
+
+
+def pareto_report(rows):
+    """pareto.json's content: one learning-versus-forgetting point per group (means over seeds) and per
+    WiSE-FT interpolation (0 < alpha < 1) of a group, each flagged Pareto-optimal or not among them all,
+    plus each run's curve along its fine-tuning."""
+    summary = summarize_runs(rows) + summarize_wise(rows)
+    flags = pareto_front(summary, "target_gain_mean", "forgetting_mean")
+    points = [{**item, "pareto_optimal": flag} for item, flag in zip(summary, flags)]
+    return {
+        "sign_convention": "forgetting = source loss after - before (>0 forgot); target_gain > 0 = learned",
+        "points": points,
+        "pareto_optimal": [p["label"] for p in points if p["pareto_optimal"]],
+        "curves": {r["key"]: r.get("curve", []) for r in rows},
+    }
+
+
+def run_sweep(base_checkpoint, strategies=("full", "lora"), lrs=(1e-3, 1e-4), mitigations=("none", "replay"),
+              seeds=(0,), steps=100, out="runs/forgetting", *, task="code", batch_size=8, eval_every=None,
+              replay_fraction=0.25, ewc_lambda=1e4, l2sp_alpha=0.3, source_batches=8, source_batch_size=8,
+              fisher_batches=4, n_examples=1000, lora_rank=8, wise_alphas=(), progress=False, log=print):
+    """Fine-tune the checkpoint once per (strategy, lr, mitigation, seed); measure target gain and forgetting.
+
+    For each run: a fresh copy of the pretrained model -> finetune(...) with the mitigation's hooks and a
+    source_loss_callback (the forgetting curve, every eval_every steps) -> source loss after, the weight
+    drift and the mean effective rank of the block matrices' changes (section 3) -> (optional) WiSE-FT
+    at wise_alphas. Each finished run is appended to out/runs.json and out/runs.csv at once (atomic
+    writes), so an interrupted sweep loses at most the run in progress; calling run_sweep again with the
+    same settings skips every key (run_key) already there. out/pareto.json is rewritten after each run.
+    task: a tasks.py name ("code" by default) or a Task object. Returns {"runs", "summary", "pareto", "out"}.
+    """
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise ValueError(f"unknown strategy {s!r}; valid strategies: {', '.join(STRATEGIES)}")
+    for m in mitigations:
+        if m not in MITIGATIONS:
+            raise ValueError(f"unknown mitigation {m!r}; valid mitigations: {', '.join(MITIGATIONS)}")
+    if not lrs or not all(float(lr) > 0 for lr in lrs):
+        raise ValueError(f"lrs must be positive numbers, got {list(lrs)!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if not os.path.exists(base_checkpoint):
+        raise ValueError(f"no checkpoint at {base_checkpoint!r}; make one with `python -m tinyft pretrain` first")
+    eval_every = eval_every or max(1, steps // 4)
+    os.makedirs(out, exist_ok=True)
+
+    # --- once per sweep: the base model, the data, the measuring batches, the Fisher -------------------
+    ckpt = checkpoint.load(base_checkpoint)
+    tokenizer, source_train, source_val = source_data(ckpt)
+    block_size = checkpoint.load_model(base_checkpoint).config.block_size
+    the_task = _build_task(task, tokenizer, block_size, n_examples, seeds[0] if seeds else 0)
+    task_name = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
+    T = getattr(the_task, "block_size", None) or block_size
+    settings = {"base_checkpoint": os.path.abspath(base_checkpoint), "task": task_name, "steps": int(steps),
+                "batch_size": int(batch_size), "eval_every": int(eval_every), "replay_fraction": float(replay_fraction),
+                "ewc_lambda": float(ewc_lambda), "l2sp_alpha": float(l2sp_alpha), "source_batches": int(source_batches),
+                "source_batch_size": int(source_batch_size), "fisher_batches": int(fisher_batches),
+                "n_examples": int(n_examples), "lora_rank": int(lora_rank),
+                "wise_alphas": [float(a) for a in wise_alphas]}
+    rows = []
+    runs_path = os.path.join(out, RUNS_JSON)
+    if os.path.exists(runs_path):
+        with open(runs_path, encoding="utf-8") as f:
+            saved = json.load(f)
+        changed = {k: (saved["settings"].get(k), v) for k, v in settings.items() if saved["settings"].get(k) != v}
+        if changed:
+            raise ValueError(f"{runs_path} holds runs made with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}); "
+                             "use the same settings to resume, or a new --out")
+        rows = saved["runs"]
+    done = {row["key"] for row in rows}
+
+    from .pretrain import fixed_batches
+
+    measure = fixed_batches(source_val, source_batches, source_batch_size, T, seed=4321)  # held-out source text
+    base_model = checkpoint.load_model(base_checkpoint)
+    pre_state = base_model.state_dict()
+    source_before = source_loss(base_model, measure)
+    fisher = None
+
+    plan = [(s, float(lr), m, int(seed)) for s in strategies for lr in lrs for m in mitigations for seed in seeds]
+    log(f"sweep: {len(plan)} runs ({sum(run_key(*p) in done for p in plan)} already done) of {steps} steps on "
+        f"task {task_name!r}; source loss before {source_before:.4f} nats/token")
+    for i, (strategy, lr, mitigation, seed) in enumerate(plan):
+        key = run_key(strategy, lr, mitigation, seed)
+        if key in done:
+            log(f"[{i + 1}/{len(plan)}] {key}: done before, skipped")
+            continue
+        t0 = time.perf_counter()
+        model = checkpoint.load_model(base_checkpoint)  # a fresh pretrained copy
+        hooks = []
+        if mitigation == "replay":
+            hooks.append(Replay(source_train, replay_fraction))
+        elif mitigation == "ewc":
+            if fisher is None:
+                fisher = fisher_diagonal(base_model, fixed_batches(source_train, fisher_batches, source_batch_size,
+                                                                   T, seed=8765))
+            hooks.append(EWC(model, lam=ewc_lambda, fisher=fisher))
+        elif mitigation == "l2sp":
+            hooks.append(L2SP(model, l2sp_alpha))
+        config = FinetuneConfig(strategy=strategy, lr=lr, steps=steps, batch_size=batch_size, eval_every=eval_every,
+                                warmup_steps=min(20, steps // 10), n_examples=n_examples, lora_rank=lora_rank,
+                                lora_alpha=2 * lora_rank, seed=seed, out=None)
+        result = finetune(model, the_task, config, mitigations=hooks,
+                          callback=source_loss_callback(measure, every=eval_every), progress=progress,
+                          log=lambda *a, **k: None)
+        ft = result.model
+        source_after = source_loss(ft, measure)
+        metric, higher = result.metric, result.higher_is_better
+        t_before, t_after = float(result.before["test"][metric]), float(result.after["test"][metric])
+        post_state = effective_state(_gpt_of(ft))
+        ranks = delta_effective_ranks(pre_state, post_state, _block_matrices(pre_state))
+        moved = [r for r, _ in ranks.values() if r > 0]
+        row = {
+            "key": key, "strategy": strategy, "lr": lr, "mitigation": mitigation, "seed": seed, "metric": metric,
+            "higher_is_better": higher, "target_before": t_before, "target_after": t_after,
+            "target_gain": target_gain(t_before, t_after, higher),
+            "source_before": source_before, "source_after": source_after,
+            "forgetting": forgetting(source_before, source_after),
+            "source_ppl_before": perplexity(source_before), "source_ppl_after": perplexity(source_after),
+            "trainable_params": result.report.trainable_params,
+            "weight_drift": total_weight_drift(pre_state, post_state, untied=getattr(_gpt_of(ft), "head_untied", False)),
+            "delta_erank": float(np.mean(moved)) if moved else 0.0,  # mean over changed block matrices
+            "curve": learning_forgetting_curve(result.history, source_before,
+                                               float(result.before["val"][metric]), metric, higher),
+        }
+        if wise_alphas:
+            row["wise_ft"] = wise_ft_sweep(pre_state, _gpt_of(ft), the_task, measure, wise_alphas,
+                                           source_before=source_before, target_before=t_before)
+        row["wall_s"] = round(time.perf_counter() - t0, 2)
+        rows.append(row)
+        _write_runs(out, settings, rows)  # saved at once: a rerun skips it
+        _atomic_write_text(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
+        log(f"[{i + 1}/{len(plan)}] {key}: target gain {row['target_gain']:+.4f} ({metric}), "
+            f"forgetting {row['forgetting']:+.4f} nats/token, {row['wall_s']:.0f} s")
+
+    wanted = {run_key(*p) for p in plan}
+    rows_now = [r for r in rows if r["key"] in wanted]
+    pareto = pareto_report(rows_now)
+    _atomic_write_text(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
+    return {"runs": rows_now, "summary": summarize_runs(rows_now), "pareto": pareto, "out": out}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. CLI pieces (tinyft/__main__.py wires them to `python -m tinyft forgetting`)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _csv_list(kind, convert=str):
+    def parse(text):
+        try:
+            items = [convert(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind}, got {text!r}") from None
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected at least one {kind}")
+        return items
+    return parse
+
+
+def add_forgetting_arguments(parser):
+    """The flags of `python -m tinyft forgetting` (defaults: a sweep of a few minutes on 2 cores)."""
+    parser.add_argument("--from", dest="from_ckpt", metavar="CKPT", default=None,
+                        help="pretrained checkpoint (ckpt.npz from `python -m tinyft pretrain`); required")
+    parser.add_argument("--task", default="code",
+                        help="fine-tuning task: code (LM on stdlib source), kind, describe (default: %(default)s)")
+    parser.add_argument("--strategies", type=_csv_list("strategies"), default=["full", "lora"],
+                        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: full,lora)")
+    parser.add_argument("--lrs", type=_csv_list("learning rates", float), default=[1e-3, 1e-4],
+                        help="comma-separated peak learning rates (default: 1e-3,1e-4)")
+    parser.add_argument("--mitigations", type=_csv_list("mitigations"), default=["none", "replay"],
+                        help=f"comma-separated, from {', '.join(MITIGATIONS)} (default: none,replay)")
+    parser.add_argument("--replay-fraction", type=float, default=0.25,
+                        help="replay: share of each batch drawn from the source (default: %(default)s)")
+    parser.add_argument("--ewc-lambda", type=float, default=1e4, help="EWC strength lambda (default: %(default)s)")
+    parser.add_argument("--l2sp-alpha", type=float, default=0.3, help="L2-SP strength alpha (default: %(default)s)")
+    parser.add_argument("--wise-alphas", type=_csv_list("alphas", float), default=[],
+                        help="also score WiSE-FT interpolations at these alphas, e.g. 0,0.25,0.5,0.75,1")
+    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per run (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per setting: seed, seed+1, ... (default: %(default)s)")
+    parser.add_argument("--out", default="runs/forgetting",
+                        help="folder for runs.csv, runs.json, pareto.json; rerun to resume (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def format_table(summary, first="strategy  lr  mitigation"):
+    """A readable table of a sweep: one line per (strategy, lr, mitigation), mean +- std over seeds."""
+    lines = [f"{first:<38} {'seeds':>5} {'target gain':>18} {'forgetting':>18}  {'trainable':>10}"]
+    for s in summary:
+        lines.append(f"{s['label']:<38} {s['n_seeds']:>5} "
+                     f"{s['target_gain_mean']:>+9.4f} ±{s['target_gain_std']:<7.4f} "
+                     f"{s['forgetting_mean']:>+9.4f} ±{s['forgetting_std']:<7.4f}  {s['trainable_params']:>10,}")
+    return "\n".join(lines)
+
+
+def run_forgetting_cli(args):
+    """`python -m tinyft forgetting`: run the sweep, print the table, and under --json a summary last."""
+    if not args.from_ckpt:
+        raise ValueError("--from CKPT is required: the pretrained checkpoint to fine-tune. "
+                         "Make one first with `python -m tinyft pretrain` (it writes runs/pretrain/ckpt.npz)")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    result = run_sweep(args.from_ckpt, strategies=args.strategies, lrs=args.lrs, mitigations=args.mitigations,
+                       seeds=list(range(args.seed, args.seed + args.seeds)), steps=args.steps, out=args.out,
+                       task=args.task, batch_size=args.batch_size, replay_fraction=args.replay_fraction,
+                       ewc_lambda=args.ewc_lambda, l2sp_alpha=args.l2sp_alpha, wise_alphas=args.wise_alphas,
+                       progress=not args.no_progress)
+    runs = result["runs"]
+    metric = runs[0]["metric"] if runs else "?"
+    print(f"target gain: {metric} on the task's test split (> 0 learned); forgetting: source loss after - "
+          "before, nats/token (> 0 forgot)")
+    print(format_table(result["summary"]))
+    wise = summarize_wise(runs)
+    if wise:
+        print("WiSE-FT after the fact, theta = (1 - alpha) theta_pre + alpha theta_ft (means over seeds):")
+        print(format_table(wise, first="interpolated run"))
+    print(f"Pareto-optimal: {', '.join(result['pareto']['pareto_optimal'])}")
+    print(f"written: {os.path.join(args.out, RUNS_CSV)}, {RUNS_JSON}, {PARETO_JSON}")
+    if args.json:
+        keep = ("strategy", "lr", "mitigation", "seed", "metric", "target_before", "target_after", "target_gain",
+                "source_before", "source_after", "forgetting", "trainable_params", "weight_drift", "delta_erank",
+                "wise_ft", "wall_s")
+        print(json.dumps({"runs": [{k: r[k] for k in keep if k in r} for r in runs],
+                          "summary": result["summary"], "pareto_optimal": result["pareto"]["pareto_optimal"],
+                          "out": args.out}))
+    return 0
