@@ -107,3 +107,12 @@ def test_cli_bad_corpus_exits_with_one_clear_line(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_resume_auto_trains_once_then_returns_the_finished_run(tmp_path):
+    first = pretrain(tiny_config(tmp_path, steps=3), resume="auto", progress=False, log=quiet)
+    again = pretrain(tiny_config(tmp_path, steps=3), resume="auto", progress=False, log=quiet)
+    assert again.steps == first.steps == 3
+    assert again.wall_s == first.wall_s  # no step ran the second time: training time came from the checkpoint
+    for name, array in first.model.state_dict().items():
+        np.testing.assert_array_equal(array, again.model.state_dict()[name])

@@ -194,7 +194,8 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
 
     resume=True continues from `config.out`/ckpt.npz exactly where it stopped: weights, optimizer
     moments, the step counter and both random generators come back, so the continued run is
-    bit-identical to one that was never interrupted. Ctrl-C saves a checkpoint and returns cleanly.
+    bit-identical to one that was never interrupted. resume="auto" resumes when that checkpoint exists
+    and starts fresh otherwise; a finished run then returns at once (notebooks use it as a cache). Ctrl-C saves a checkpoint and returns cleanly.
     `_stop_after` (tests only) raises KeyboardInterrupt after that many steps, as a user pressing Ctrl-C.
     """
     config = config or PretrainConfig()
@@ -203,6 +204,10 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
     ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
 
     # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
+    if resume not in (True, False, "auto"):
+        raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+    if resume == "auto":
+        resume = os.path.exists(ckpt_path)
     state = None
     if resume:
         if not os.path.exists(ckpt_path):
