@@ -8,13 +8,19 @@ Map of this file:
   embedding, dropout          row lookup (scatter-add gradient), seeded inverted dropout
   where, masked_fill          choose elementwise between two tensors
   attention                   causal scaled dot-product attention over (B, H, T, hd)
-These composed versions are the readable reference; tinyft/kernels/ adds fused fast paths beside them.
+Two versions of the hot ops. `linear_composed, layer_norm_composed, gelu_composed, cross_entropy_composed,
+embedding_composed, attention_composed` are built from engine ops: read them, they are the spec. The public
+names `linear, layer_norm, gelu, cross_entropy, embedding, attention` (same signatures, same errors) apply
+one fused Function each (section "fused ops" at the end), whose forward and backward call tinyft/kernels/:
+the Numba kernels, or their NumPy twins under tinyft.kernels.use("numpy"). tests/test_kernels.py checks
+that every fused op equals its composed spec. softmax, log_softmax, where, masked_fill, dropout stay composed.
 """
 
 import math
 
 import numpy as np
 
+from . import kernels
 from .autograd import Function, Tensor, default_rng, unbroadcast
 
 
@@ -25,11 +31,15 @@ def _tensor(x):
 # --- linear -------------------------------------------------------------------------------------------
 
 
-def linear(x, weight, bias=None):
-    """y = x W^T + b for x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+def _check_linear(x, weight):
     if x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but weight {weight.shape} "
                          f"expects {weight.shape[-1]}")
+
+
+def linear_composed(x, weight, bias=None):
+    """y = x W^T + b for x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    _check_linear(x, weight)
     y = x @ weight.T  # (..., out)
     return y if bias is None else y + bias
 
@@ -68,7 +78,7 @@ def _check_targets(logits, targets, ignore_index):
     return targets, counted
 
 
-def cross_entropy(logits, targets, ignore_index=None):
+def cross_entropy_composed(logits, targets, ignore_index=None):
     """Mean over counted positions of -log softmax(logits)[target].
 
     logits: (..., C) Tensor; targets: (...) integer array; positions whose target equals ignore_index
@@ -85,7 +95,7 @@ def cross_entropy(logits, targets, ignore_index=None):
 # --- normalisation and activation ---------------------------------------------------------------------
 
 
-def layer_norm(x, weight, bias=None, eps=1e-5):
+def layer_norm_composed(x, weight, bias=None, eps=1e-5):
     """y = (x - mean) / sqrt(var + eps) * weight + bias, statistics over the last axis (biased var)."""
     mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
     xc = x - mu  # (..., C)
@@ -98,7 +108,7 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
-def gelu(x):
+def gelu_composed(x):
     """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     return 0.5 * x * (1.0 + (GELU_C * (x + 0.044715 * x * x * x)).tanh())
 
@@ -106,19 +116,23 @@ def gelu(x):
 # --- lookup and regularisation ------------------------------------------------------------------------
 
 
-def embedding(idx, weight):
-    """Rows of `weight` (V, C) picked by integer ids `idx` (...) -> (..., C).
-
-    The gradient scatter-adds each output row back into the row it came from (GetItem uses np.add.at),
-    so a token appearing twice in a batch gets both contributions.
-    """
+def _check_embedding(idx, weight):
     idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
     if not np.issubdtype(idx.dtype, np.integer):
         raise ValueError(f"embedding: idx must hold integer ids, got dtype {idx.dtype}")
     n_rows = weight.shape[0]
     if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
         raise ValueError(f"embedding: ids must lie in [0, {n_rows}), got min {idx.min()} and max {idx.max()}")
-    return weight[idx]
+    return idx
+
+
+def embedding_composed(idx, weight):
+    """Rows of `weight` (V, C) picked by integer ids `idx` (...) -> (..., C).
+
+    The gradient scatter-adds each output row back into the row it came from (GetItem uses np.add.at),
+    so a token appearing twice in a batch gets both contributions.
+    """
+    return weight[_check_embedding(idx, weight)]
 
 
 def dropout(x, p=0.1, training=True):
@@ -175,14 +189,18 @@ def masked_fill(x, mask, value):
 # --- attention -----------------------------------------------------------------------------------------
 
 
-def attention(q, k, v, causal=True):
+def _check_attention(q, k, v):
+    if q.ndim != 4 or q.shape != k.shape or k.shape != v.shape:
+        raise ValueError(f"attention: q, k, v must share one shape (B, H, T, hd), got {q.shape}, {k.shape}, {v.shape}")
+
+
+def attention_composed(q, k, v, causal=True):
     """softmax(q k^T / sqrt(hd) + mask) v, for q, k, v shaped (B, H, T, hd) -> (B, H, T, hd).
 
     With causal=True, position t attends to positions 0..t only: scores above the diagonal are set to
     -inf before the softmax, so their probabilities are exactly 0.
     """
-    if q.ndim != 4 or q.shape != k.shape or k.shape != v.shape:
-        raise ValueError(f"attention: q, k, v must share one shape (B, H, T, hd), got {q.shape}, {k.shape}, {v.shape}")
+    _check_attention(q, k, v)
     T, hd = q.shape[-2], q.shape[-1]
     scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hd))  # (B, H, T, T)
     if causal:
@@ -190,3 +208,210 @@ def attention(q, k, v, causal=True):
         scores = masked_fill(scores, future, -np.inf)
     probs = softmax(scores, axis=-1)  # (B, H, T, T) rows sum to 1
     return probs @ v  # (B, H, T, hd)
+
+
+# --- fused ops: one Function each, forward and backward in tinyft/kernels/ ------------------------------
+# The forward casts its inputs to one float dtype and C-contiguous layout (the kernels read raw memory);
+# Function.apply casts each gradient back to its input's dtype. Other dtypes (ints, float16) and unusual
+# parameter shapes take the composed path, which handles everything NumPy broadcasting does.
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fused_dtype(*tensors):
+    """The one float dtype a fused kernel runs in, or None when the composed path must serve."""
+    dtype = np.result_type(*(t.dtype for t in tensors))
+    return dtype if dtype in _KERNEL_DTYPES else None
+
+
+def _c(array, dtype):
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+class LinearFunction(Function):
+    """y = x W^T + b as ONE BLAS call: x (..., in) is viewed as a (N, in) matrix, N = every leading position.
+
+    backward: dx = g W,  dW = g^T x,  db = sum of g over the N rows (each a 2-D BLAS call or a sum).
+    The composed version's broadcast matmul instead builds a (..., out, in)-sized batch of products in its
+    backward and sums it; here the sum over positions happens inside one matrix product.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, *bias):
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        y = x2 @ weight.T  # (N, out)
+        if bias:
+            y += bias[0]
+        ctx.save_for_backward(x2, weight)
+        ctx.x_shape, ctx.has_bias = x.shape, bool(bias)
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, weight = ctx.saved
+        g2 = g.reshape(-1, g.shape[-1])  # (N, out)
+        dx = (g2 @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[0] else None  # (..., in)
+        dw = g2.T @ x2 if ctx.needs_input_grad[1] else None  # (out, in)
+        return (dx, dw, g2.sum(axis=0)) if ctx.has_bias else (dx, dw)
+
+
+def linear(x, weight, bias=None):
+    """y = x W^T + b for x (..., in), weight (out, in), bias (out,) -> (..., out). Fused: LinearFunction."""
+    x, weight = _tensor(x), _tensor(weight)
+    _check_linear(x, weight)
+    if weight.ndim != 2 or (bias is not None and _tensor(bias).shape != (weight.shape[0],)):
+        return linear_composed(x, weight, bias)
+    return LinearFunction.apply(x, weight) if bias is None else LinearFunction.apply(x, weight, bias)
+
+
+class LayerNormFunction(Function):
+    """Layer norm over the last axis; kernels/layernorm.py (saves x, mean and 1/std per row)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, *bias, eps=1e-5):
+        dtype, C = np.result_type(x, weight, *bias), x.shape[-1]
+        x2 = _c(x.reshape(-1, C), dtype)  # (N, C)
+        w = _c(weight, dtype)
+        b = _c(bias[0], dtype) if bias else np.zeros(C, dtype=dtype)
+        y, mean, rstd = kernels.layernorm.layernorm_forward(x2, w, b, eps)
+        ctx.save_for_backward(x2, w, mean, rstd)
+        ctx.has_bias = bool(bias)
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, w, mean, rstd = ctx.saved
+        dx, dw, db = kernels.layernorm.layernorm_backward(_c(g.reshape(x2.shape), x2.dtype), x2, w, mean, rstd)
+        dx = dx.reshape(g.shape)
+        return (dx, dw, db) if ctx.has_bias else (dx, dw)
+
+
+def layer_norm(x, weight, bias=None, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis. Fused: LayerNormFunction."""
+    x, weight = _tensor(x), _tensor(weight)
+    bias = None if bias is None else _tensor(bias)
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    dtype = _fused_dtype(*tensors)
+    C = x.shape[-1] if x.ndim else None
+    if dtype is None or weight.shape != (C,) or (bias is not None and bias.shape != (C,)):
+        return layer_norm_composed(x, weight, bias, eps)
+    return LayerNormFunction.apply(*tensors, eps=eps)
+
+
+class GeluFunction(Function):
+    """GPT-2's tanh GELU, elementwise; kernels/gelu.py (saves x, recomputes tanh in the backward)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x1 = _c(x.reshape(-1), x.dtype)  # (n,)
+        ctx.save_for_backward(x1)
+        return kernels.gelu.gelu_forward(x1).reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x1,) = ctx.saved
+        return kernels.gelu.gelu_backward(_c(g.reshape(-1), x1.dtype), x1).reshape(g.shape)
+
+
+def gelu(x):
+    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Fused: GeluFunction."""
+    x = _tensor(x)
+    return GeluFunction.apply(x) if _fused_dtype(x) is not None else gelu_composed(x)
+
+
+class CrossEntropyFunction(Function):
+    """Mean softmax cross-entropy over counted rows; kernels/cross_entropy.py (saves each row's log-sum-exp)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets=None, ignore=-1):
+        C = logits.shape[-1]
+        x2 = _c(logits.reshape(-1, C), logits.dtype)  # (N, C)
+        t1 = _c(targets.reshape(-1), np.int64)  # (N,)
+        row_loss, lse = kernels.cross_entropy.cross_entropy_forward(x2, t1, ignore)
+        count = max(int(np.count_nonzero(t1 != ignore)), 1)  # no counted row: loss 0, gradient 0
+        ctx.save_for_backward(x2, t1, lse)
+        ctx.ignore, ctx.count, ctx.shape = ignore, count, logits.shape
+        return np.asarray(row_loss.sum(dtype=np.float64) / count, dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, t1, lse = ctx.saved
+        g_rows = np.full(len(t1), float(g) / ctx.count, dtype=x2.dtype)  # d loss / d row_loss_n
+        grad = kernels.cross_entropy.cross_entropy_backward(g_rows, x2, t1, ctx.ignore, lse)
+        return grad.reshape(ctx.shape)
+
+
+def cross_entropy(logits, targets, ignore_index=None):
+    """Mean over counted positions of -log softmax(logits)[target]. Fused: CrossEntropyFunction.
+
+    logits: (..., C) Tensor; targets: (...) integer array; positions whose target equals ignore_index
+    are not counted (in the sum or in the mean). If no position counts, the loss is 0.
+    """
+    logits = _tensor(logits)
+    targets, _ = _check_targets(logits, targets, ignore_index)
+    if _fused_dtype(logits) is None:
+        return cross_entropy_composed(logits, targets, ignore_index)
+    ignore = -1 if ignore_index is None else int(ignore_index)  # -1: every target is in [0, C), none matches
+    return CrossEntropyFunction.apply(logits, targets=targets, ignore=ignore)
+
+
+class EmbeddingFunction(Function):
+    """weight[idx]; the backward scatter-adds rows with kernels/embedding.py instead of np.add.at."""
+
+    @staticmethod
+    def forward(ctx, weight, idx=None):
+        ctx.ids, ctx.n_rows = _c(idx.reshape(-1), np.int64), weight.shape[0]
+        return weight[idx]
+
+    @staticmethod
+    def backward(ctx, g):
+        g2 = _c(g.reshape(len(ctx.ids), -1), g.dtype)  # (N, C)
+        return kernels.embedding.embedding_backward(ctx.ids, g2, ctx.n_rows)
+
+
+def embedding(idx, weight):
+    """Rows of `weight` (V, C) picked by integer ids `idx` (...) -> (..., C). Fused: EmbeddingFunction.
+
+    The gradient scatter-adds each output row back into the row it came from, so a token appearing
+    twice in a batch gets both contributions.
+    """
+    weight = _tensor(weight)
+    idx = _check_embedding(idx, weight)
+    if weight.ndim != 2 or _fused_dtype(weight) is None:
+        return embedding_composed(idx, weight)
+    return EmbeddingFunction.apply(weight, idx=idx)
+
+
+class AttentionFunction(Function):
+    """Causal (or full) scaled dot-product attention over (B, H, T, hd); kernels/attention.py.
+
+    Saves q, k, v, the output and each row's log-sum-exp (and the probabilities only if
+    kernels.attention.SAVE_PROBS); the backward rebuilds what it needs from them.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal=True):
+        dtype = np.result_type(q, k, v)
+        q, k, v = _c(q, dtype), _c(k, dtype), _c(v, dtype)
+        out, lse, probs = kernels.attention.attention_forward(q, k, v, causal, kernels.attention.SAVE_PROBS)
+        ctx.save_for_backward(q, k, v, out, lse, probs)
+        ctx.causal = causal
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, out, lse, probs = ctx.saved
+        return kernels.attention.attention_backward(_c(g, q.dtype), q, k, v, out, lse, probs, ctx.causal)
+
+
+def attention(q, k, v, causal=True):
+    """softmax(q k^T / sqrt(hd) + mask) v, for q, k, v shaped (B, H, T, hd) -> (B, H, T, hd).
+
+    With causal=True, position t attends to positions 0..t only. Fused: AttentionFunction (the causal
+    mask is a loop bound in the kernel; attention_composed shows it as -inf scores).
+    """
+    q, k, v = _tensor(q), _tensor(k), _tensor(v)
+    _check_attention(q, k, v)
+    if _fused_dtype(q, k, v) is None:
+        return attention_composed(q, k, v, causal)
+    return AttentionFunction.apply(q, k, v, causal=bool(causal))

@@ -1,0 +1,18 @@
+"""Hot paths: each Numba kernel beside the NumPy twin it is tested against, forward and backward.
+
+Map of this package:
+  _backend.py        the switch use("numba" | "numpy") / current(), and the cached njit decorator
+  _math.py           vectorizable tanh and exp for float32 kernels
+  layernorm.py       fused layer norm                  gelu.py           fused tanh-GELU
+  cross_entropy.py   one-pass softmax cross-entropy    attention.py      fused causal attention
+  embedding.py       scatter-add embedding backward    matmul.py         tiled / batched matmul (teaching)
+  adamw.py           fused AdamW update (for tinyft.optim)
+Plain arrays in, plain arrays out: tinyft/functional.py wraps these in Functions. docs/kernels.md explains
+each kernel, the measurements behind it and how to read Numba's parallel diagnostics.
+"""
+
+from . import adamw, attention, cross_entropy, embedding, gelu, layernorm, matmul
+from ._backend import BACKENDS, current, use
+
+__all__ = ["BACKENDS", "current", "use", "adamw", "attention", "cross_entropy", "embedding", "gelu",
+           "layernorm", "matmul"]

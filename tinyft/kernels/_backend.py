@@ -1,0 +1,124 @@
+"""The kernel switch ("numba" | "numpy") and the one `njit` decorator every kernel file uses.
+
+Map of this file:
+  use(name), current()   pick the path the fused Functions run; use() also works as a context manager
+  njit(parallel=...)     numba.njit with cache=True, safe fast-math flags, and a warned fallback to no
+                         cache when the cache folder (NUMBA_CACHE_DIR, else __pycache__) is not writable
+The default backend is "numba", or the environment variable TINYFT_KERNELS when it is set.
+"""
+
+import inspect
+import os
+import tempfile
+import warnings
+
+# One threaded library at a time. A training step alternates BLAS calls (OpenBLAS's threads) with Numba
+# prange kernels (Numba's OpenMP threads). By default an OpenMP thread spins for a while after its loop
+# ends, holding a core that the next BLAS call needs: on 2 cores that made the GPT step 2-7x slower,
+# measured (docs/kernels.md). PASSIVE makes idle OpenMP threads sleep at once. It must be set before
+# libgomp starts, and a value the user chose is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
+
+# Measured on 2 cores (GPT step, median ms): workqueue ~205, OpenMP + PASSIVE ~260, OpenMP default ~500.
+# Numba's own "workqueue" pool sleeps between loops and never competes with OpenBLAS, so it is the default
+# here unless NUMBA_THREADING_LAYER says otherwise. Its one limit: do not launch parallel kernels from
+# several Python threads at once (Numba stops with an error); set NUMBA_THREADING_LAYER=omp for that.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+BACKENDS = ("numba", "numpy")
+
+# Fast-math without "nnan" and "ninf": those two let LLVM assume no NaN or inf ever occurs, which would
+# break any -inf masking and hide NaNs from the tests. "reassoc" lets reductions vectorize; "contract"
+# allows fused multiply-add; "afn" allows approximate math functions; "arcp" a*(1/b) for a/b; "nsz" -0 == 0.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+def _check(name):
+    if name not in BACKENDS:
+        raise ValueError(f"tinyft.kernels: unknown backend {name!r}; valid names are {', '.join(map(repr, BACKENDS))}")
+    return name
+
+
+_env = os.environ.get("TINYFT_KERNELS", "").strip()
+try:
+    _current = _check(_env) if _env else "numba"
+except ValueError as err:
+    raise ValueError(f"environment variable TINYFT_KERNELS={_env!r}: {err}") from None
+
+
+def current():
+    """The backend the fused Functions run now: "numba" or "numpy"."""
+    return _current
+
+
+class use:
+    """Select a backend now; as a context manager, restore the previous one on exit.
+
+    >>> tinyft.kernels.use("numpy")            # from here on, the NumPy twins run
+    >>> with tinyft.kernels.use("numba"):      # inside: the Numba kernels; after: "numpy" again
+    ...     loss.backward()
+    """
+
+    def __init__(self, name):
+        global _current
+        self.name = _check(name)
+        self.previous = _current
+        _current = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _current
+        _current = self.previous
+
+    def __repr__(self):
+        return f"tinyft.kernels.use({self.name!r})"
+
+
+# --- compilation ------------------------------------------------------------------------------------
+
+_warned_folders = set()
+
+
+def cache_folder(source_file):
+    """Where Numba writes its cache for functions defined in `source_file`."""
+    if numba.config.CACHE_DIR:  # set from the environment variable NUMBA_CACHE_DIR
+        return numba.config.CACHE_DIR
+    return os.path.join(os.path.dirname(os.path.abspath(source_file)), "__pycache__")
+
+
+def _writable(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder)
+        os.close(handle)
+        os.remove(probe)
+        return True
+    except OSError:
+        return False
+
+
+def njit(parallel=False, **options):
+    """Decorator: numba.njit(cache=True, fastmath=FASTMATH, parallel=parallel, **options).
+
+    Compilation is lazy: a kernel compiles on its first call, once per argument types (float32 and
+    float64 each get their own machine code), and the result is cached on disk for the next process.
+    If the cache folder cannot be written, it warns once and compiles without cache (slower starts only).
+    Under NUMBA_DISABLE_JIT=1 numba.njit returns the plain Python function and prange is range.
+    """
+
+    def decorate(func):
+        folder = cache_folder(inspect.getsourcefile(func))
+        cache = numba.config.DISABLE_JIT or _writable(folder)
+        if not cache and folder not in _warned_folders:
+            _warned_folders.add(folder)
+            warnings.warn(f"tinyft.kernels: Numba cache folder {folder} is not writable, so kernels compile "
+                          f"without a disk cache (every new process compiles again). Set NUMBA_CACHE_DIR to "
+                          f"a writable folder to keep compiled kernels between runs.", RuntimeWarning, stacklevel=2)
+        return numba.njit(cache=bool(cache), parallel=parallel, fastmath=set(FASTMATH), **options)(func)
+
+    return decorate

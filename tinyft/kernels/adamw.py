@@ -1,0 +1,58 @@
+"""Fused Adam / AdamW update: one pass over each parameter instead of about ten NumPy array passes.
+
+Map of this file:
+  adam_update_reference / _numba   in place on flat arrays p, g, m, v (one parameter's data, gradient and
+                                   moments) for step count t (from 1); decoupled=True is AdamW
+  adam_update                      dispatch on tinyft.kernels.current(); any-shape contiguous arrays
+The formulas are tinyft.optim.Adam's (torch.optim semantics):
+  AdamW: p *= 1 - lr wd            Adam: g = g + wd p
+  m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2,  p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+NumPy writes a temporary for every operator above; the kernel reads p, g, m, v once and writes p, m, v once.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._backend import current, njit
+
+
+def adam_update_reference(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled):
+    if weight_decay != 0:
+        if decoupled:
+            p *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+@njit(parallel=True)
+def adam_update_numba(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled):
+    bc1 = 1.0 - beta1**t
+    bc2 = 1.0 - beta2**t
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    for i in prange(p.shape[0]):
+        gi = g[i] + l2 * p[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * gi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] * decay - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled=True):
+    """Update p, m, v in place (same shape and float dtype, C-contiguous; g is cast to p's dtype)."""
+    g = np.ascontiguousarray(g, dtype=p.dtype)
+    if current() == "numba" and p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous:
+        adam_update_numba(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), float(lr), float(beta1),
+                          float(beta2), float(eps), float(weight_decay), int(t), bool(decoupled))
+    else:
+        adam_update_reference(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled)
