@@ -128,15 +128,19 @@ def test_attention_kernel_matches_twin(shape, dtype):
 
 
 def check_attention(shape, dtype, causal, save_probs):
+    """Both Numba paths (BLAS + fused softmax, and the all-loops kernel) against the NumPy twin."""
     rng = np.random.default_rng(4)
     q, k, v, dout = (randn(rng, shape, dtype) for _ in range(4))
-    what = f"attention causal={causal} save_probs={save_probs}"
+    paths = {"blas+softmax": (attention.attention_forward_numba, attention.attention_backward_numba),
+             "loops": (attention.attention_forward_loops_numba, attention.attention_backward_loops_numba)}
     want = attention.attention_forward_reference(q, k, v, causal, save_probs)
-    got = attention.attention_forward_numba(q, k, v, causal, save_probs)
-    assert_all_close(got, want, dtype, what + " forward")
-    want = attention.attention_backward_reference(dout, q, k, v, *want, causal)
-    got = attention.attention_backward_numba(dout, q, k, v, *got, causal)
-    assert_all_close(got, want, dtype, what + " backward")
+    want_grads = attention.attention_backward_reference(dout, q, k, v, *want, causal)
+    for name, (forward, backward) in paths.items():
+        what = f"attention {name} causal={causal} save_probs={save_probs}"
+        got = forward(q, k, v, causal, save_probs)
+        assert_all_close(got, want, dtype, what + " forward")
+        got = backward(dout, q, k, v, *got, causal)
+        assert_all_close(got, want_grads, dtype, what + " backward")
 
 
 @nojit

@@ -637,8 +637,17 @@ class GetItem(Function):
     @staticmethod
     def backward(ctx, g):
         grad = np.zeros(ctx.shape, dtype=g.dtype)
-        np.add.at(grad, ctx.index, g)  # add.at, not grad[index] += g: repeated indices must add up
+        if _is_basic_index(ctx.index):  # slices and ints pick each element at most once: plain assignment
+            grad[ctx.index] = g
+        else:  # integer arrays may repeat an index; add.at (not grad[index] += g) makes repeats add up
+            np.add.at(grad, ctx.index, g)
         return grad
+
+
+def _is_basic_index(index):
+    """True for indices made only of ints, slices, None and ...: they never select an element twice."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
 
 
 class Concatenate(Function):

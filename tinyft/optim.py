@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from .autograd import Tensor
+from .kernels.adamw import adam_update
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Optimizer: the bookkeeping every optimizer shares
@@ -260,19 +261,12 @@ class Adam(Optimizer):
     def step(self):
         for i, group, p in self.params_to_update():
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            g = self._grad(p)
-            if wd != 0:
-                if self.decoupled_weight_decay:
-                    p.data *= 1 - lr * wd  # AdamW: shrink theta directly, outside the adaptive scaling
-                else:
-                    g = g + wd * p.data  # Adam: L2 penalty enters the gradient (and gets rescaled by v)
             state = self.state.setdefault(i, {"step": 0, "m": np.zeros_like(p.data), "v": np.zeros_like(p.data)})
-            state["step"] = t = state["step"] + 1
-            state["m"] = m = beta1 * state["m"] + (1 - beta1) * g
-            state["v"] = v = beta2 * state["v"] + (1 - beta2) * g * g
-            m_hat = m / (1 - beta1**t)
-            v_hat = v / (1 - beta2**t)
-            p.data -= lr * m_hat / (np.sqrt(v_hat) + eps)
+            state["step"] += 1
+            # The formulas of the docstring, in one pass over p, g, m and v (updated in place): the Numba
+            # kernel, or its NumPy twin under tinyft.kernels.use("numpy"), in tinyft/kernels/adamw.py.
+            adam_update(p.data, self._grad(p), state["m"], state["v"], lr, beta1, beta2, eps, wd, state["step"],
+                        decoupled=self.decoupled_weight_decay)
 
 
 class AdamW(Adam):

@@ -1,16 +1,20 @@
-"""Fused causal multi-head attention, forward and backward: the NumPy twin and the Numba kernel.
+"""Causal multi-head attention, forward and backward: the NumPy twin and two Numba paths.
 
 Map of this file:
-  attention_forward_reference / _numba   q, k, v (B, H, T, hd) -> out (B, H, T, hd), lse (B, H, T), probs
-  attention_backward_reference / _numba  dout -> dq, dk, dv (each (B, H, T, hd))
-  attention_forward / attention_backward dispatch on tinyft.kernels.current()
-The kernel runs one (batch, head) pair per prange iteration and one query row i at a time: scores
-s_j = q_i . k_j / sqrt(hd) for j <= i only (the causal mask is a loop bound, never a -inf), a stable
-softmax (subtract the row max m), then out_i = sum_j p_j v_j. K^T and V stay in L1 cache across rows.
-What the backward needs: the row's probabilities. Either the forward stores all of them (probs, T x T per
-head) or only the row's log-sum-exp lse_i = m + log sum_j exp(s_j - m), from which the backward recomputes
+  attention_forward_reference / _backward_reference   the NumPy twin: the spec, in whole-array steps
+  attention_forward_numba / _backward_numba            the path that runs: the four (T, hd) products by
+      BLAS (np.matmul over the B*H stacked heads, outside any prange) and everything between them fused
+      into one Numba pass per row: scale, causal mask as a loop bound, stable softmax, log-sum-exp
+      (forward); D_i = dout_i . out_i and ds = p (dp - D) / sqrt(hd) (backward)
+  attention_forward_loops_numba / _backward_loops_numba   everything in one loop nest per (batch, head):
+      for reading, and measured slower than BLAS + fused softmax (docs/kernels.md), so not dispatched
+  attention_forward / attention_backward               dispatch on tinyft.kernels.current()
+Why the split: BLAS runs the products at 50-100 GFLOP/s even at (128, 32) @ (32, 128), a hand loop at
+~8; NumPy, for its part, needs five or six full (B, H, T, T) passes for mask + softmax, Numba one.
+What the backward needs: the row's probabilities. Either the forward keeps them (probs, T x T per head)
+or only the row's log-sum-exp lse_i = m + log sum_j exp(s_j - m), from which the backward recomputes
 p_ij = exp(s_ij - lse_i) (flash-attention's choice). `SAVE_PROBS` holds the measured winner for our
-sizes (see docs/kernels.md); both paths are tested. Backward, with D_i = dout_i . out_i:
+sizes; both paths are tested. Backward, with D_i = dout_i . out_i:
   dv_j += p_ij dout_i,   dp_ij = dout_i . v_j,   ds_ij = p_ij (dp_ij - D_i),
   dq_i += ds_ij k_j / sqrt(hd),   dk_j += ds_ij q_i / sqrt(hd).
 """
@@ -57,8 +61,11 @@ def attention_backward_reference(dout, q, k, v, out, lse, probs, causal):
     return dq.astype(q.dtype), dk.astype(q.dtype), dv.astype(q.dtype)
 
 
+# --- the all-loops kernel: for reading (one (batch, head) per prange iteration, one query row at a time) ----
+
+
 @njit(parallel=True)
-def attention_forward_numba(q, k, v, causal, save_probs):
+def attention_forward_loops_numba(q, k, v, causal, save_probs):
     B, H, T, hd = q.shape
     scale = 1.0 / math.sqrt(hd)
     out = np.empty_like(q)
@@ -97,7 +104,7 @@ def attention_forward_numba(q, k, v, causal, save_probs):
 
 
 @njit(parallel=True)
-def attention_backward_numba(dout, q, k, v, out, lse, probs, causal):
+def attention_backward_loops_numba(dout, q, k, v, out, lse, probs, causal):
     B, H, T, hd = q.shape
     scale = 1.0 / math.sqrt(hd)
     recompute = probs.shape[0] == 0
@@ -142,6 +149,101 @@ def attention_backward_numba(dout, q, k, v, out, lse, probs, causal):
                     dv[b, h, j, d] += pj * dout[b, h, i, d]
             dq[b, h, i, :] = dq_i
     return dq, dk, dv
+
+
+
+# --- the path that runs: BLAS for the products, one fused Numba pass for the softmax between them -------
+
+
+@njit(parallel=True)
+def _causal_softmax_rows(s, scale, causal, lse):
+    """In place: s (S, T, T) raw scores q k^T -> probabilities; lse (S, T) gets each row's log-sum-exp.
+    One prange iteration per row (S*T rows); the mask is the loop bound j <= i, and the masked entries
+    are written as exact zeros so the next product (probs @ v) can read the whole row."""
+    S, T, _ = s.shape
+    for r in prange(S * T):
+        h, i = r // T, r % T
+        row = s[h, i]
+        n_keys = i + 1 if causal else T
+        m = row[0] * scale
+        for j in range(n_keys):
+            row[j] *= scale
+            m = max(m, row[j])
+        total = 0.0
+        for j in range(n_keys):
+            e = exp_nonpositive(row[j] - m, s)
+            row[j] = e
+            total += e
+        inv = 1.0 / total
+        for j in range(n_keys):
+            row[j] *= inv
+        for j in range(n_keys, T):
+            row[j] = 0.0
+        lse[h, i] = m + math.log(total)
+
+
+@njit(parallel=True)
+def _probs_from_lse(s, scale, causal, lse):
+    """In place: s (S, T, T) raw scores -> p_ij = exp(s_ij * scale - lse_i), zeros above the diagonal."""
+    S, T, _ = s.shape
+    for r in prange(S * T):
+        h, i = r // T, r % T
+        row = s[h, i]
+        n_keys = i + 1 if causal else T
+        li = lse[h, i]
+        for j in range(n_keys):
+            row[j] = exp_nonpositive(row[j] * scale - li, s)
+        for j in range(n_keys, T):
+            row[j] = 0.0
+
+
+@njit(parallel=True)
+def _softmax_backward_rows(dp, p, dout, out, scale):
+    """In place: dp (S, T, T) = dout v^T -> ds = p (dp - D) * scale, D_i = dout_i . out_i = sum_j p_ij dp_ij.
+    Entries above the diagonal come out 0 because p is 0 there."""
+    S, T, _ = dp.shape
+    hd = dout.shape[2]
+    for r in prange(S * T):
+        h, i = r // T, r % T
+        D = 0.0
+        for d in range(hd):
+            D += dout[h, i, d] * out[h, i, d]
+        for j in range(T):
+            dp[h, i, j] = p[h, i, j] * (dp[h, i, j] - D) * scale
+
+
+def _heads(*arrays):
+    """(B, H, T, hd) -> (B*H, T, hd) views: one stack of independent heads for np.matmul."""
+    return tuple(a.reshape((-1,) + a.shape[-2:]) for a in arrays)
+
+
+def attention_forward_numba(q, k, v, causal, save_probs):
+    B, H, T, hd = q.shape
+    q3, k3, v3 = _heads(q, k, v)  # (S, T, hd) each, S = B*H
+    scale = q.dtype.type(1.0 / math.sqrt(hd))
+    s = np.matmul(q3, k3.transpose(0, 2, 1))  # (S, T, T) raw scores, BLAS
+    lse = np.empty((B * H, T), dtype=q.dtype)  # (S, T)
+    _causal_softmax_rows(s, scale, causal, lse)  # s now holds the probabilities
+    out = np.matmul(s, v3)  # (S, T, hd), BLAS
+    probs = s.reshape(B, H, T, T) if save_probs else np.empty((0, 0, 0, 0), dtype=q.dtype)
+    return out.reshape(B, H, T, hd), lse.reshape(B, H, T), probs
+
+
+def attention_backward_numba(dout, q, k, v, out, lse, probs, causal):
+    B, H, T, hd = q.shape
+    q3, k3, v3, do3, o3 = _heads(q, k, v, dout, out)  # (S, T, hd) each
+    scale = q.dtype.type(1.0 / math.sqrt(hd))
+    if probs.size == 0:  # recompute p from the saved log-sum-exp: one more product
+        p = np.matmul(q3, k3.transpose(0, 2, 1))  # (S, T, T)
+        _probs_from_lse(p, scale, causal, lse.reshape(B * H, T))
+    else:
+        p = probs.reshape(B * H, T, T)
+    dv = np.matmul(p.transpose(0, 2, 1), do3)  # (S, T, hd) = p^T dout
+    ds = np.matmul(do3, v3.transpose(0, 2, 1))  # (S, T, T) = dout v^T, then in place:
+    _softmax_backward_rows(ds, p, do3, o3, scale)  # ds = p (dp - D) * scale
+    dq = np.matmul(ds, k3)  # (S, T, hd)
+    dk = np.matmul(ds.transpose(0, 2, 1), q3)  # (S, T, hd)
+    return dq.reshape(q.shape), dk.reshape(q.shape), dv.reshape(q.shape)
 
 
 def attention_forward(q, k, v, causal=True, save_probs=SAVE_PROBS):
