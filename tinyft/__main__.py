@@ -4,7 +4,7 @@ Commands:
   pretrain    pretrain a small GPT on the offline default corpus (or your text), with checkpoints
   finetune    adapt a pretrained checkpoint to a specialized task with a chosen strategy
   forgetting  sweep strategies x learning rates x mitigations; measure target gain and forgetting
-  demo        the engine training a small network, in seconds
+  demo        the whole story: pretrain -> fine-tune -> forgetting table (--engine: the engine alone)
 Shared flags use nanoGPT's words: --n-layer --n-head --n-embd --block-size --batch-size --lr --steps
 --seed --out. `--json` prints a machine-readable summary as the last line of standard output.
 """
@@ -54,26 +54,44 @@ def build_parser():
     add_forgetting_arguments(forgetting)
     forgetting.set_defaults(run=run_forgetting_cli)
 
-    demo = commands.add_parser("demo", help="train a small network with the engine and print what it learned",
-                               description="Train a 2-16-16-2 MLP on two moons with tinyft's autograd engine "
-                                           "and plain SGD; print the loss as it falls and the final accuracy.")
-    demo.add_argument("--steps", type=int, default=500, help="SGD steps (default: %(default)s)")
-    demo.add_argument("--lr", type=float, default=0.5, help="learning rate (default: %(default)s)")
+    demo = commands.add_parser(
+        "demo", help="the whole story in a few minutes: pretrain -> fine-tune -> forgetting",
+        description="Pretrain a small GPT on broad English text (Python's own documentation, offline), fine-tune "
+                    "it on Python source code with three strategies (full, last block, LoRA), and print a table: "
+                    "the code loss before and after, the broad-text loss before and after (forgetting), the "
+                    "trainable fraction and the time. About 4 minutes on 2 cores. --engine instead runs the "
+                    "autograd engine alone on a toy task, in a second.")
+    demo.add_argument("--pretrain-steps", type=int, default=900, help="pretraining steps (default: %(default)s)")
+    demo.add_argument("--steps", type=int, default=200, help="fine-tuning steps per strategy (default: %(default)s)")
+    demo.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    demo.add_argument("--out", default="runs/demo", help="folder for checkpoints and tables (default: %(default)s)")
+    demo.add_argument("--engine", action="store_true",
+                      help="instead: train a 2-16-16-2 MLP on two moons with the engine and plain SGD")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     demo.set_defaults(run=run_demo)
     return parser
 
 
 def run_demo(args):
-    from .demo import run_engine_demo
+    from .demo import run_demo as demo, run_engine_demo
 
-    if args.steps < 1:
-        raise SystemExit(f"--steps must be at least 1, got {args.steps}")
-    result = run_engine_demo(steps=args.steps, lr=args.lr, seed=args.seed)
+    if args.steps < 1 or args.pretrain_steps < 1:
+        raise ValueError(f"--steps and --pretrain-steps must be at least 1, got {args.steps}, {args.pretrain_steps}")
+    if args.engine:
+        result = run_engine_demo(seed=args.seed)
+        summary = {"accuracy": result["accuracy"], "final_loss": result["history"][-1]["loss"],
+                   "seconds": round(result["seconds"], 3)}
+    else:
+        result = demo(out=args.out, pretrain_steps=args.pretrain_steps, finetune_steps=args.steps, lr=args.lr,
+                      seed=args.seed, progress=not args.no_progress)
+        keys = ("strategy", "trainable_params", "target_before", "target_after", "source_before", "source_after",
+                "forgetting", "wall_s")
+        summary = {"pretrain": result["pretrain"], "total_params": result["total_params"],
+                   "runs": [{k: r[k] for k in keys} for r in result["runs"]], "seconds": round(result["seconds"], 1)}
     if args.json:
-        print(json.dumps({"accuracy": result["accuracy"], "final_loss": result["history"][-1]["loss"],
-                          "seconds": round(result["seconds"], 3)}))
+        print(json.dumps(summary))
 
 
 def main(argv=None):

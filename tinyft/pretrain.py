@@ -66,6 +66,9 @@ class PretrainConfig:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps}); "
+                             f"pass a smaller --warmup-steps, e.g. {self.steps // 10}")
         if self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError(f"need warmup_steps >= 0 and grad_clip > 0, got {self.warmup_steps}, {self.grad_clip}")
 
