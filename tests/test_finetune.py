@@ -4,6 +4,8 @@ fine-tuning a pretrained model beats training from scratch, and bad input fails 
 import contextlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -371,6 +373,22 @@ def test_cli_end_to_end_prints_a_json_summary_as_the_last_line(pretrained, tmp_p
     meta = checkpoint.load(tmp_path / "ft" / "ckpt.npz").meta["finetune"]
     assert meta["export"] == "adapter" and meta["base_checkpoint"] == os.path.abspath(pretrained[0])
     assert meta["config"]["task"] == "code"
+
+
+def test_python_m_tinyft_finetune_runs_and_prints_json_last(pretrained, tmp_path):
+    cmd = [sys.executable, "-m", "tinyft", "finetune", "--from", pretrained[0], "--strategy", "bitfit", "--steps", "2",
+           "--batch-size", "4", "--n-examples", "60", "--eval-every", "2", "--warmup-steps", "1",
+           "--out", str(tmp_path), "--no-progress", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["strategy"] == "bitfit" and summary["trainable_params"] < summary["total_params"]
+
+
+def test_python_m_tinyft_finetune_unknown_strategy_lists_the_valid_ones(pretrained, tmp_path):
+    cmd = [sys.executable, "-m", "tinyft", "finetune", "--from", pretrained[0], "--strategy", "magic"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "lora" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_cli_rejects_a_checkpoint_without_a_tokenizer(tmp_path, capsys):

@@ -369,14 +369,10 @@ def test_sweep_rows_carry_gain_forgetting_and_a_pareto_flag_with_seed_spread(pre
 
 def test_cli_json_last_line_lists_runs_with_gain_and_forgetting(pretrained, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    code = ("import sys, argparse\n"
-            "from tinyft.forgetting import add_forgetting_arguments, run_forgetting_cli\n"
-            "p = argparse.ArgumentParser(); add_forgetting_arguments(p)\n"
-            "sys.exit(run_forgetting_cli(p.parse_args(sys.argv[1:])))\n")
     args = ["--from", pretrained["path"], "--task", "code", "--strategies", "full,lora", "--lrs", "1e-3",
             "--mitigations", "none", "--steps", "2", "--batch-size", "2", "--out", str(tmp_path), "--json",
             "--no-progress"]
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "tinyft", "forgetting", *args], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [r["strategy"] for r in summary["runs"]] == ["full", "lora"]
