@@ -25,4 +25,10 @@ from .gradcheck import GradcheckError, gradcheck
 from .nn import GPT, GPTConfig, Module, Parameter
 from .optim import SGD, Adam, AdamW, clip_grad_norm
 
+__all__ = [
+    "Tensor", "Function", "tensor", "concatenate", "stack", "split", "no_grad", "is_grad_enabled",
+    "manual_seed", "default_rng", "get_rng_state", "set_rng_state", "gradcheck", "GradcheckError",
+    "GPT", "GPTConfig", "Module", "Parameter", "SGD", "Adam", "AdamW", "clip_grad_norm", "CheckpointError",
+    "functional", "nn", "optim", "checkpoint",
+]
 __version__ = "0.1.0"

@@ -30,6 +30,7 @@ from . import checkpoint, optim
 from . import functional as F
 from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
 from .nn import GPT, GPTConfig, Linear, Module, Parameter, normal_init
+from .pretrain import check_out_dir, write_history
 
 STRATEGIES = ("full", "head", "last_k", "embeddings_frozen", "bitfit", "layernorm", "lora", "lp_ft")
 # Strategies that train the output layer but not the input embeddings: they untie lm_head from wte.
@@ -611,14 +612,6 @@ def _metric(result, task):
     return float(result[task.metric])
 
 
-def _write_history(path, history):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-
-
 def finetune(model, task, config=None, *, mitigations=(), callback=None, progress=True, log=print,
              base_checkpoint=None, tokenizer=None):
     """Fine-tune `model` (a pretrained GPT, changed in place) on `task` as `config` says; returns FinetuneResult.
@@ -720,7 +713,7 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
                             wall_s=wall_s, interrupted=interrupted, probed_head=probed_head,
                             optimizer=optimizer if total_steps else None)
     if config.out:
-        _check_out_dir(config.out)
+        check_out_dir(config.out)
         path = os.path.join(config.out, CHECKPOINT_NAME)
         export = "full"
         if config.strategy == "lora":
@@ -729,7 +722,7 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
         save_finetuned(path, model, export=export, tokenizer=tokenizer, config=config,
                        base_checkpoint=base_checkpoint, step=step, history=history,
                        summary={k: v for k, v in result.summary().items() if k != "checkpoint"})
-        _write_history(os.path.join(config.out, HISTORY_NAME), history)
+        write_history(os.path.join(config.out, HISTORY_NAME), history)
         result.checkpoint = path
     return result
 
@@ -741,14 +734,6 @@ def _phase_tokens(config, history, tokens_seen):
     probe_steps = sum(1 for row in history if row["phase"] == "probe")
     probe_tokens = tokens_seen * probe_steps // len(history)
     return {"probe": probe_tokens, "full": tokens_seen - probe_tokens}
-
-
-def _check_out_dir(out):
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"--out {out!r}: cannot create the folder ({err.strerror}); "
-                         "choose a writable folder") from None
 
 
 # --- saving and loading a fine-tuned model ----------------------------------------------------------

@@ -175,7 +175,8 @@ def bits_per_char(loss_nats_per_token, chars_per_token):
     return loss_nats_per_token / math.log(2) / chars_per_token
 
 
-def _write_history(path, history):
+def write_history(path, history):
+    """history (a list of dicts) as JSON lines, written atomically (temp file, then rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for row in history:
@@ -183,7 +184,8 @@ def _write_history(path, history):
     os.replace(tmp, path)
 
 
-def _check_out_dir(out):
+def check_out_dir(out):
+    """Create the output folder, or raise a ValueError that names it and says what to do."""
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as err:
@@ -203,7 +205,7 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
     """
     config = config or PretrainConfig()
     config.validate()
-    _check_out_dir(config.out)
+    check_out_dir(config.out)
     ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
 
     # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
@@ -249,7 +251,7 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
                         pretrain_config=dataclasses.asdict(config), history=history,
                         batch_rng_state=batch_rng.bit_generator.state, rng_state=get_rng_state(),
                         train_seconds=train_seconds, kind="pretrain")
-        _write_history(os.path.join(config.out, HISTORY_NAME), history)
+        write_history(os.path.join(config.out, HISTORY_NAME), history)
 
     if start_step == 0:
         log(f"pretraining a {model.num_parameters():,}-parameter GPT on {config.corpus!r} "
