@@ -7,7 +7,9 @@ Map of this script:
   torch_*()         the same GPT written with torch.nn (only if torch imports), and SDPA fwd+bwd
   startup()         import-to-end-of-first-step, warm Numba cache and cold (an empty NUMBA_CACHE_DIR)
 Contenders run in interleaved rounds (numpy, numba, torch, numpy, ...) so a noisy neighbour hurts all of
-them alike; step times are reported as median and best. Usage:
+them alike, each round of each contender in a fresh process of its own (as a user runs one library at a
+time: PyTorch's OpenMP threads and Numba's workers never share the process); --same-process times them
+all in this one. Step times are reported as median and best. Usage:
   python benchmarks/bench_step.py [--steps 10] [--rounds 3] [--batch-size 16] [--no-torch] [--json]
 """
 
@@ -148,6 +150,17 @@ def torch_stepper(batch_size):
     return step
 
 
+def time_steps_in_processes(names, steps, rounds, batch_size):
+    """Each round of each contender in a fresh `python bench_step.py --worker NAME`; {name: [seconds, ...]}."""
+    times = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", name, "--steps", str(steps),
+                                   "--batch-size", str(batch_size)], capture_output=True, text=True, check=True)
+            times[name] += json.loads(done.stdout.strip().splitlines()[-1])
+    return times
+
+
 def time_steps(contenders, steps, rounds, batch_size):
     """contenders: {name: (make_step, backend or None)}. Returns {name: [seconds per step, ...]}."""
     steppers = {}
@@ -165,6 +178,10 @@ def time_steps(contenders, steps, rounds, batch_size):
                     steppers[name]()
                     times[name].append(time.perf_counter() - t0)
     return times
+
+
+CONTENDERS = {"tinyft numpy": (tinyft_stepper, "numpy"), "tinyft numba": (tinyft_stepper, "numba"),
+              "torch eager": (torch_stepper, None)}
 
 
 # --- kernels at the step's shapes ---------------------------------------------------------------------
@@ -305,7 +322,14 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it imports")
     parser.add_argument("--no-startup", action="store_true", help="skip the import-to-first-step subprocesses")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    parser.add_argument("--same-process", action="store_true",
+                        help="time every contender in this process (default: a fresh process per round)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: time one contender, print JSON
     args = parser.parse_args(argv)
+    if args.worker:
+        make, backend = CONTENDERS[args.worker]
+        print(json.dumps(time_steps({args.worker: (make, backend)}, args.steps, 1, args.batch_size)[args.worker]))
+        return
 
     torch = None
     if not args.no_torch:
@@ -319,10 +343,12 @@ def main(argv=None):
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     print(f"config: {CONFIG}, batch {args.batch_size}, float32; {args.rounds} rounds x {args.steps} steps")
 
-    contenders = {"tinyft numpy": (tinyft_stepper, "numpy"), "tinyft numba": (tinyft_stepper, "numba")}
-    if torch is not None:
-        contenders["torch eager"] = (torch_stepper, None)
-    times = time_steps(contenders, args.steps, args.rounds, args.batch_size)
+    contenders = {name: CONTENDERS[name] for name in CONTENDERS if torch is not None or name != "torch eager"}
+    if args.same_process:
+        times = time_steps(contenders, args.steps, args.rounds, args.batch_size)
+    else:
+        times = time_steps_in_processes(list(contenders), args.steps, args.rounds, args.batch_size)
+    print(f"step times: {'one process' if args.same_process else 'a fresh process per contender and round'}")
     tokens = args.batch_size * CONFIG["block_size"]
     summary = {"machine": info, "batch_size": args.batch_size, "steps": {}}
     print(f"\n{'training step':<16}{'median ms':>11}{'best ms':>10}{'tokens/s (median)':>19}{'tokens/s (best)':>17}")
