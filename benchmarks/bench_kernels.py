@@ -8,23 +8,13 @@ Usage: python benchmarks/bench_kernels.py [--repeats 20]
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench_step import best_and_median  # noqa: E402  (the same timing loop as the step benchmark)
 from tinyft.kernels import matmul  # noqa: E402
-
-
-def best(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
 
 
 def main(argv=None):
@@ -46,7 +36,7 @@ def main(argv=None):
         else:
             paths.append(("batched_matmul_numba", lambda: matmul.batched_matmul_numba(a, b)))
         for path, fn in paths:
-            t = best(fn, args.repeats)
+            t, _ = best_and_median(fn, args.repeats)
             print(f"{name:<44}{path:<22}{t * 1e3:>9.3f}{flops / t / 1e9:>9.1f}")
 
 

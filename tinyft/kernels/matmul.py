@@ -9,8 +9,8 @@ Which path serves which shapes (measured by benchmarks/bench_kernels.py, table i
     by functional.linear. OpenBLAS packs panels into cache, uses register tiles and AVX-512 FMA: 173
     GFLOP/s at (2048,128)@(128,512) against a few GFLOP/s for the tiled kernel below (measured). (Calling BLAS inside prange would need SciPy in Numba and would
     oversubscribe the cores, BLAS threads times Numba threads.)
-  * attention's (B, H, T, hd) products are small and come with a softmax between them, so they are fused
-    into kernels/attention.py, which never materialises the (T, T) score matrix of a whole head at once.
+  * attention's (B, H, T, hd) products: np.matmul over the B*H stacked heads (BLAS per head, outside any
+    prange), with kernels/attention.py fusing the masked softmax between them into one Numba pass.
   * batched_matmul_numba: stacks of tiny products, where np.matmul pays a per-slice overhead: 4096 x
     (8,8)@(8,8) took 0.17 ms against np.matmul's 0.20 ms; at 64 x (128,32)@(32,128) np.matmul was 3x
     faster (95 vs 28 GFLOP/s). Nothing in the GPT calls it: it is here to measure and to read.
