@@ -229,17 +229,19 @@ def _c(array, dtype):
 
 
 class LinearFunction(Function):
-    """y = x W^T + b as ONE BLAS call: x (..., in) is viewed as a (N, in) matrix, N = every leading position.
+    """y = x W^T + b as ONE matrix product: x (..., in) is viewed as a (N, in) matrix, N = every leading position.
 
-    backward: dx = g W,  dW = g^T x,  db = sum of g over the N rows (each a 2-D BLAS call or a sum).
+    backward: dx = g W,  dW = g^T x,  db = sum of g over the N rows (each a 2-D product or a sum).
     The composed version's broadcast matmul instead builds a (..., out, in)-sized batch of products in its
     backward and sums it; here the sum over positions happens inside one matrix product.
+    The products run by kernels.matmul: BLAS, spread over the cores by tinyft's threads (numba: the two
+    gradient products side by side) or by BLAS's own threads (numpy).
     """
 
     @staticmethod
     def forward(ctx, x, weight, *bias):
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
-        y = x2 @ weight.T  # (N, out)
+        y = kernels.matmul.matmul(x2, weight.T)  # (N, out)
         if bias:
             y += bias[0]
         ctx.save_for_backward(x2, weight)
@@ -250,8 +252,11 @@ class LinearFunction(Function):
     def backward(ctx, g):
         x2, weight = ctx.saved
         g2 = g.reshape(-1, g.shape[-1])  # (N, out)
-        dx = (g2 @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[0] else None  # (..., in)
-        dw = g2.T @ x2 if ctx.needs_input_grad[1] else None  # (out, in)
+        wanted = [pair for pair, needed in (((g2, weight), ctx.needs_input_grad[0]),  # dx = g W     (N, in)
+                                            ((g2.T, x2), ctx.needs_input_grad[1])) if needed]  # dW = g^T x (out, in)
+        products = iter(kernels.matmul.matmuls(wanted))  # equal work: under numba, one core each
+        dx = next(products).reshape(ctx.x_shape) if ctx.needs_input_grad[0] else None  # (..., in)
+        dw = next(products) if ctx.needs_input_grad[1] else None  # (out, in)
         return (dx, dw, g2.sum(axis=0)) if ctx.has_bias else (dx, dw)
 
 

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ._backend import current, njit
+from ._backend import current, njit, parallel_chunks
 from ._math import exp_nonpositive
 
 SAVE_PROBS = True  # measured (docs/kernels.md): storing T x T probabilities beat recomputing them here
@@ -153,63 +153,103 @@ def attention_backward_loops_numba(dout, q, k, v, out, lse, probs, causal):
 
 
 # --- the path that runs: BLAS for the products, one fused Numba pass for the softmax between them -------
+# Heads are independent, so parallel_chunks hands groups of HEADS_PER_TASK heads to one Python thread per
+# core; each thread runs BLAS single-threaded on its own heads and our row kernels (nogil) between the
+# products. The causal mask also saves work in the products: query rows r0..r1-1 need keys 0..r1-1 only,
+# so with row blocks of ROW_BLOCK the masked top-right of each T x T matrix is never multiplied (a quarter
+# of the product work with two blocks). The row kernels write exact zeros there.
+
+HEADS_PER_TASK = 8  # measured (docs/kernels.md): one task's scores, 8 x 128 x 128 floats, stay in L2 cache
+ROW_BLOCK = 64  # measured: two blocks at T = 128; smaller blocks save more work but cost more calls
 
 
-@njit(parallel=True)
+def _row_blocks(T, causal):
+    """[(r0, r1), ...]: query-row blocks; with the causal mask, rows r0..r1-1 look at keys 0..r1-1 only."""
+    if not causal:
+        return [(0, T)]
+    return [(r0, min(r0 + ROW_BLOCK, T)) for r0 in range(0, T, ROW_BLOCK)]
+
+
+def _rows_by_keys(a, b, out, blocks):
+    """out[:, r0:r1, :r1] = a[:, r0:r1] @ b[:, :r1]^T per block: scores q k^T, and dp = dout v^T."""
+    for r0, r1 in blocks:
+        np.matmul(a[:, r0:r1], b[:, :r1].transpose(0, 2, 1), out=out[:, r0:r1, :r1])
+
+
+def _weights_times(w, b, out, blocks):
+    """out[:, r0:r1] = w[:, r0:r1, :r1] @ b[:, :r1] per block: out = p v, and dq = ds k."""
+    for r0, r1 in blocks:
+        np.matmul(w[:, r0:r1, :r1], b[:, :r1], out=out[:, r0:r1])
+
+
+def _weights_transposed_times(w, b, out, blocks):
+    """out[:, c0:c1] = w[:, c0:, c0:c1]^T @ b[:, c0:] per block of keys c0..c1-1 (rows before c0 are masked
+    for them): dv = p^T dout, and dk = ds^T q."""
+    for c0, c1 in blocks:
+        np.matmul(w[:, c0:, c0:c1].transpose(0, 2, 1), b[:, c0:], out=out[:, c0:c1])
+
+
 def _causal_softmax_rows(s, scale, causal, lse):
     """In place: s (S, T, T) raw scores q k^T -> probabilities; lse (S, T) gets each row's log-sum-exp.
-    One prange iteration per row (S*T rows); the mask is the loop bound j <= i, and the masked entries
-    are written as exact zeros so the next product (probs @ v) can read the whole row."""
+    The mask is the loop bound j <= i: entries above the diagonal are never read (the products may have
+    skipped them) and are written as exact zeros."""
     S, T, _ = s.shape
-    for r in prange(S * T):
-        h, i = r // T, r % T
-        row = s[h, i]
-        n_keys = i + 1 if causal else T
-        m = row[0] * scale
-        for j in range(n_keys):
-            row[j] *= scale
-            m = max(m, row[j])
-        total = 0.0
-        for j in range(n_keys):
-            e = exp_nonpositive(row[j] - m, s)
-            row[j] = e
-            total += e
-        inv = 1.0 / total
-        for j in range(n_keys):
-            row[j] *= inv
-        for j in range(n_keys, T):
-            row[j] = 0.0
-        lse[h, i] = m + math.log(total)
+    for h in range(S):
+        for i in range(T):
+            row = s[h, i]
+            n_keys = i + 1 if causal else T
+            m = row[0]
+            for j in range(n_keys):
+                m = max(m, row[j])
+            m *= scale  # scale > 0, so the largest scaled score is the scaled largest score
+            total = 0.0
+            for j in range(n_keys):
+                e = exp_nonpositive(row[j] * scale - m, s)
+                row[j] = e
+                total += e
+            inv = 1.0 / total
+            for j in range(n_keys):
+                row[j] *= inv
+            for j in range(n_keys, T):
+                row[j] = 0.0
+            lse[h, i] = m + math.log(total)
 
 
-@njit(parallel=True)
 def _probs_from_lse(s, scale, causal, lse):
     """In place: s (S, T, T) raw scores -> p_ij = exp(s_ij * scale - lse_i), zeros above the diagonal."""
     S, T, _ = s.shape
-    for r in prange(S * T):
-        h, i = r // T, r % T
-        row = s[h, i]
-        n_keys = i + 1 if causal else T
-        li = lse[h, i]
-        for j in range(n_keys):
-            row[j] = exp_nonpositive(row[j] * scale - li, s)
-        for j in range(n_keys, T):
-            row[j] = 0.0
+    for h in range(S):
+        for i in range(T):
+            row = s[h, i]
+            n_keys = i + 1 if causal else T
+            li = lse[h, i]
+            for j in range(n_keys):
+                row[j] = exp_nonpositive(row[j] * scale - li, s)
+            for j in range(n_keys, T):
+                row[j] = 0.0
 
 
-@njit(parallel=True)
-def _softmax_backward_rows(dp, p, dout, out, scale):
+def _softmax_backward_rows(dp, p, dout, out, scale, causal):
     """In place: dp (S, T, T) = dout v^T -> ds = p (dp - D) * scale, D_i = dout_i . out_i = sum_j p_ij dp_ij.
-    Entries above the diagonal come out 0 because p is 0 there."""
+    Entries above the diagonal are not read (the product may have skipped them) and are written as 0."""
     S, T, _ = dp.shape
     hd = dout.shape[2]
-    for r in prange(S * T):
-        h, i = r // T, r % T
-        D = 0.0
-        for d in range(hd):
-            D += dout[h, i, d] * out[h, i, d]
-        for j in range(T):
-            dp[h, i, j] = p[h, i, j] * (dp[h, i, j] - D) * scale
+    for h in range(S):
+        for i in range(T):
+            n_keys = i + 1 if causal else T
+            D = 0.0
+            for d in range(hd):
+                D += dout[h, i, d] * out[h, i, d]
+            for j in range(n_keys):
+                dp[h, i, j] = p[h, i, j] * (dp[h, i, j] - D) * scale
+            for j in range(n_keys, T):
+                dp[h, i, j] = 0.0
+
+
+# One thread runs each call on its own heads, so these compile without prange and release the GIL.
+_causal_softmax_rows = njit(nogil=True)(_causal_softmax_rows)
+_probs_from_lse = njit(nogil=True)(_probs_from_lse)
+_softmax_backward_rows = njit(nogil=True)(_softmax_backward_rows)
 
 
 def _heads(*arrays):
@@ -219,30 +259,48 @@ def _heads(*arrays):
 
 def attention_forward_numba(q, k, v, causal, save_probs):
     B, H, T, hd = q.shape
-    q3, k3, v3 = _heads(q, k, v)  # (S, T, hd) each, S = B*H
+    q3, k3, v3 = _heads(q, k, v)  # (S, T, hd) each, S = B*H heads
     scale = q.dtype.type(1.0 / math.sqrt(hd))
-    s = np.matmul(q3, k3.transpose(0, 2, 1))  # (S, T, T) raw scores, BLAS
+    blocks = _row_blocks(T, causal)
+    out = np.empty_like(q3)  # (S, T, hd)
     lse = np.empty((B * H, T), dtype=q.dtype)  # (S, T)
-    _causal_softmax_rows(s, scale, causal, lse)  # s now holds the probabilities
-    out = np.matmul(s, v3)  # (S, T, hd), BLAS
-    probs = s.reshape(B, H, T, T) if save_probs else np.empty((0, 0, 0, 0), dtype=q.dtype)
+    probs = np.empty((B * H, T, T) if save_probs else (0, 0, 0), dtype=q.dtype)  # (S, T, T) when saved
+
+    def heads(a, b):  # heads a..b-1, on one thread
+        s = probs[a:b] if save_probs else np.empty((b - a, T, T), dtype=q.dtype)  # (b-a, T, T)
+        _rows_by_keys(q3[a:b], k3[a:b], s, blocks)  # raw scores q k^T, BLAS
+        _causal_softmax_rows(s, scale, causal, lse[a:b])  # s now holds the probabilities
+        _weights_times(s, v3[a:b], out[a:b], blocks)  # out = p v, BLAS
+
+    parallel_chunks(heads, B * H, HEADS_PER_TASK)
+    probs = probs.reshape(B, H, T, T) if save_probs else np.empty((0, 0, 0, 0), dtype=q.dtype)
     return out.reshape(B, H, T, hd), lse.reshape(B, H, T), probs
 
 
 def attention_backward_numba(dout, q, k, v, out, lse, probs, causal):
     B, H, T, hd = q.shape
     q3, k3, v3, do3, o3 = _heads(q, k, v, dout, out)  # (S, T, hd) each
+    lse2 = lse.reshape(B * H, T)
+    probs3 = probs.reshape(B * H, T, T) if probs.size else probs
     scale = q.dtype.type(1.0 / math.sqrt(hd))
-    if probs.size == 0:  # recompute p from the saved log-sum-exp: one more product
-        p = np.matmul(q3, k3.transpose(0, 2, 1))  # (S, T, T)
-        _probs_from_lse(p, scale, causal, lse.reshape(B * H, T))
-    else:
-        p = probs.reshape(B * H, T, T)
-    dv = np.matmul(p.transpose(0, 2, 1), do3)  # (S, T, hd) = p^T dout
-    ds = np.matmul(do3, v3.transpose(0, 2, 1))  # (S, T, T) = dout v^T, then in place:
-    _softmax_backward_rows(ds, p, do3, o3, scale)  # ds = p (dp - D) * scale
-    dq = np.matmul(ds, k3)  # (S, T, hd)
-    dk = np.matmul(ds.transpose(0, 2, 1), q3)  # (S, T, hd)
+    blocks = _row_blocks(T, causal)
+    dq, dk, dv = np.empty_like(q3), np.empty_like(q3), np.empty_like(q3)  # (S, T, hd) each
+
+    def heads(a, b):  # heads a..b-1, on one thread
+        if probs.size == 0:  # recompute p from the saved log-sum-exp: one more product
+            p = np.empty((b - a, T, T), dtype=q.dtype)
+            _rows_by_keys(q3[a:b], k3[a:b], p, blocks)
+            _probs_from_lse(p, scale, causal, lse2[a:b])
+        else:
+            p = probs3[a:b]  # (b-a, T, T)
+        _weights_transposed_times(p, do3[a:b], dv[a:b], blocks)  # dv = p^T dout
+        ds = np.empty((b - a, T, T), dtype=q.dtype)
+        _rows_by_keys(do3[a:b], v3[a:b], ds, blocks)  # dp = dout v^T, then in place:
+        _softmax_backward_rows(ds, p, do3[a:b], o3[a:b], scale, causal)  # ds = p (dp - D) * scale
+        _weights_times(ds, k3[a:b], dq[a:b], blocks)  # dq = ds k
+        _weights_transposed_times(ds, q3[a:b], dk[a:b], blocks)  # dk = ds^T q
+
+    parallel_chunks(heads, B * H, HEADS_PER_TASK)
     return dq.reshape(q.shape), dk.reshape(q.shape), dv.reshape(q.shape)
 
 

@@ -7,7 +7,9 @@ Map of this file:
 Why the kernel is fast: NumPy evaluates the formula as ~8 whole-array passes with temporaries; the
 kernel reads x once, keeps every intermediate in registers and writes y once. One catch: Numba's
 math.tanh is a scalar libm call (~15 ns each, measured), so the kernels call _math.tanh: for float32 a
-rational approximation that LLVM vectorizes (error ~2 float32 ulp), for float64 libm's tanh.
+rational approximation that LLVM vectorizes (error ~2 float32 ulp), for float64 libm's tanh. The
+constants are cast to x's dtype (_math.as_type) so float32 data is computed in float32: 16 numbers per
+AVX-512 vector instead of 8, which halved the time (measured, 2048 x 512: 0.60 -> 0.34 ms).
 The backward recomputes t = tanh(u) from x instead of saving it (one array less to keep and read).
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 from numba import prange
 
 from ._backend import current, njit
-from ._math import tanh
+from ._math import as_type, tanh
 
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
@@ -37,21 +39,23 @@ def gelu_backward_reference(g, x):
 
 @njit(parallel=True)
 def gelu_forward_numba(x):
+    c, a, half, one = as_type(GELU_C, x), as_type(GELU_A, x), as_type(0.5, x), as_type(1.0, x)
     y = np.empty_like(x)
     for i in prange(x.shape[0]):
         xi = x[i]
-        t = tanh(GELU_C * (xi + GELU_A * xi * xi * xi), x)
-        y[i] = 0.5 * xi * (1.0 + t)
+        t = tanh(c * (xi + a * xi * xi * xi), x)
+        y[i] = half * xi * (one + t)
     return y
 
 
 @njit(parallel=True)
 def gelu_backward_numba(g, x):
+    c, a, half, one, three = as_type(GELU_C, x), as_type(GELU_A, x), as_type(0.5, x), as_type(1.0, x), as_type(3.0, x)
     dx = np.empty_like(x)
     for i in prange(x.shape[0]):
         xi = x[i]
-        t = tanh(GELU_C * (xi + GELU_A * xi * xi * xi), x)
-        dx[i] = g[i] * (0.5 * (1.0 + t) + 0.5 * xi * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * xi * xi))
+        t = tanh(c * (xi + a * xi * xi * xi), x)
+        dx[i] = g[i] * (half * (one + t) + half * xi * (one - t * t) * c * (one + three * a * xi * xi))
     return dx
 
 

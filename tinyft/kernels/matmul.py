@@ -1,27 +1,76 @@
-"""Matrix products: a tiled Numba matmul to learn from, a batched one, and which path serves what.
+"""Matrix products: the path the GPT's linear layers run, a tiled Numba matmul to learn from, a batched one.
 
 Map of this file:
+  matmul_reference(a, b)            (n, k) @ (k, m): np.matmul, BLAS with its own threads (the twin)
+  matmuls_threads([(a, b), ...])    the path that runs: independent products at once, one per core, or one
+                                    product's rows cut into a block per core; each block one single-threaded
+                                    BLAS call on its own thread (kernels/_backend.run_parallel)
+  matmul(a, b), matmuls(pairs)      dispatch on tinyft.kernels.current(); functional.linear calls them
   matmul_tiled_numba(a, b)          (n, k) @ (k, m), tiled, loop order i-k-j: for teaching, not used by the GPT
   batched_matmul_reference / _numba (S, n, k) @ (S, k, m): np.matmul / prange over the S stacked products
   batched_matmul                    dispatch on tinyft.kernels.current()
 Which path serves which shapes (measured by benchmarks/bench_kernels.py, table in docs/kernels.md):
-  * big 2-D products (the GPT's linear layers, (B*T, C) @ (C, out)): BLAS via NumPy, called once per layer
-    by functional.linear. OpenBLAS packs panels into cache, uses register tiles and AVX-512 FMA: 173
-    GFLOP/s at (2048,128)@(128,512) against a few GFLOP/s for the tiled kernel below (measured). (Calling BLAS inside prange would need SciPy in Numba and would
-    oversubscribe the cores, BLAS threads times Numba threads.)
-  * attention's (B, H, T, hd) products: np.matmul over the B*H stacked heads (BLAS per head, outside any
-    prange), with kernels/attention.py fusing the masked softmax between them into one Numba pass.
+  * big 2-D products (the GPT's linear layers, (B*T, C) @ (C, out)): BLAS. OpenBLAS packs panels into
+    cache, uses register tiles and AVX-512 FMA: 173 GFLOP/s at (2048,128)@(128,512) against a few
+    GFLOP/s for the tiled kernel below (measured). Why matmul_threads splits the rows itself instead of
+    letting OpenBLAS use its own threads: after each call OpenBLAS's idle threads keep spinning for a
+    while (about 0.1 s), holding the cores that the next Numba kernel needs; measured on 2 cores, a
+    GELU or attention call right after a two-thread BLAS call ran up to 2x slower. With BLAS held to one
+    thread and tinyft's threads splitting the rows, no thread spins between the step's operations.
+    (Numba's prange cannot do the splitting: calling BLAS inside Numba needs SciPy.)
+  * attention's (B, H, T, hd) products: np.matmul over groups of stacked heads, one group per tinyft
+    thread, with kernels/attention.py fusing the masked softmax between them into one Numba pass.
   * batched_matmul_numba: stacks of tiny products, where np.matmul pays a per-slice overhead: 4096 x
     (8,8)@(8,8) took 0.17 ms against np.matmul's 0.20 ms; at 64 x (128,32)@(32,128) np.matmul was 3x
     faster (95 vs 28 GFLOP/s). Nothing in the GPT calls it: it is here to measure and to read.
 """
 
+import functools
+
 import numpy as np
 from numba import prange
 
-from ._backend import current, njit
+from ._backend import current, njit, one_blas_thread, run_parallel, thread_count
 
 TILE = 64  # a 64 x 64 float32 tile of b is 16 KB: with a's row strip it stays in a 32-48 KB L1 cache
+
+
+def matmul_reference(a, b):
+    return np.matmul(a, b)
+
+
+PARALLEL_MIN_MACS = 1 << 21  # below ~2M multiply-adds (~20 us on one core) a thread hand-off costs more than it saves
+
+
+def matmuls_threads(pairs):
+    """[(a, b), ...] -> [a @ b, ...] for 2-D a (n, k), b (k, m), all at once on the cores: with at least
+    as many products as cores each is one task; otherwise each is cut into blocks of a's rows, enough
+    blocks to give every core one. a and b may be transposed views: BLAS reads either layout, so
+    dW = g^T x needs no copy of g^T. Each task is one single-threaded BLAS call writing its own rows."""
+    if sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs) < PARALLEL_MIN_MACS:
+        with one_blas_thread():  # too small to share: one thread, no hand-off, and no BLAS threads left spinning
+            return [np.matmul(a, b) for a, b in pairs]
+    outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype)) for a, b in pairs]
+    blocks = -(-thread_count() // len(pairs))  # ceil(cores / products) row blocks per product
+    tasks = []
+    for (a, b), out in zip(pairs, outs):
+        rows = max(1, -(-a.shape[0] // blocks))  # ceil(n / blocks) rows per block
+        for r0 in range(0, a.shape[0], rows):
+            tasks.append(functools.partial(np.matmul, a[r0:r0 + rows], b, out=out[r0:r0 + rows]))
+    run_parallel(tasks)
+    return outs
+
+
+def matmuls(pairs):
+    """[(a, b), ...] -> [a @ b, ...], 2-D matrices; independent products (a layer's dx and dW) run together."""
+    if current() == "numba":
+        return matmuls_threads(pairs)
+    return [matmul_reference(a, b) for a, b in pairs]
+
+
+def matmul(a, b):
+    """a (n, k) @ b (k, m) for 2-D a and b -> (n, m)."""
+    return matmuls([(a, b)])[0]
 
 
 @njit()
