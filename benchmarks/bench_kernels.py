@@ -1,43 +1,130 @@
-"""Matmul paths: the tiled Numba kernel, the batched prange kernel and BLAS (np.matmul), at the GPT's shapes.
+"""Matrix products and threads at the GPT's shapes: which path serves which shapes, and why.
 
-Map of this script: for each shape, best-of-N wall time and GFLOP/s of each path, printed as a table.
-It backs the "which path serves which shapes" note in tinyft/kernels/matmul.py and docs/kernels.md.
-Usage: python benchmarks/bench_kernels.py [--repeats 20]
+Map of this script:
+  products()         BLAS (np.matmul, BLAS's own threads), tinyft's threads (matmuls_threads), the tiled
+                     and batched Numba kernels: best-of-N time and GFLOP/s
+  spinning_blas()    a GELU and an attention call timed right after a two-thread BLAS product, against
+                     the same calls after a pause: the cost of OpenBLAS's idle threads spinning
+  attention_sweep()  attention forward + backward for each HEADS_PER_TASK x ROW_BLOCK setting
+It backs the notes in tinyft/kernels/matmul.py, tinyft/kernels/attention.py and docs/kernels.md.
+Usage: python benchmarks/bench_kernels.py [--repeats 20] [--no-sweep]
 """
 
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench_step import best_and_median  # noqa: E402  (the same timing loop as the step benchmark)
-from tinyft.kernels import matmul  # noqa: E402
+from tinyft.kernels import _backend, attention, gelu, matmul  # noqa: E402
+
+RNG = np.random.default_rng(0)
+F32 = np.float32
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(F32)
+
+
+def products(repeats):
+    print(f"{'product (float32)':<44}{'path':<26}{'best ms':>9}{'median':>9}{'GFLOP/s':>9}")
+    cases = [("linear fwd (2048,128)@(128,512)", (2048, 128), (128, 512)),
+             ("linear fwd (2048,128)@(128,128)", (2048, 128), (128, 128)),
+             ("linear fwd (2048,512)@(512,128)", (2048, 512), (512, 128)),
+             ("attention scores 64 x (128,32)@(32,128)", (64, 128, 32), (64, 32, 128)),
+             ("small stack 4096 x (8,8)@(8,8)", (4096, 8, 8), (4096, 8, 8))]
+    for name, sa, sb in cases:
+        a, b = randn(*sa), randn(*sb)
+        flops = 2 * np.prod(sa) * sb[-1]
+        paths = [("np.matmul (BLAS threads)", lambda: np.matmul(a, b))]
+        if a.ndim == 2:
+            paths += [("matmuls_threads (tinyft)", lambda: matmul.matmuls_threads([(a, b)])),
+                      ("matmul_tiled_numba", lambda: matmul.matmul_tiled_numba(a, b))]
+        else:
+            paths.append(("batched_matmul_numba", lambda: matmul.batched_matmul_numba(a, b)))
+        for path, fn in paths:
+            time.sleep(0.3)  # let BLAS's idle threads go to sleep between paths
+            best, med = best_and_median(fn, repeats)
+            print(f"{name:<44}{path:<26}{best * 1e3:>9.3f}{med * 1e3:>9.3f}{flops / best / 1e9:>9.1f}")
+    # the backward's two products of one linear layer, dx = g W and dW = g^T x, at once on two cores
+    g, w, x = randn(2048, 512), randn(512, 128), randn(2048, 128)
+    flops = 2 * 2 * 2048 * 512 * 128
+    for path, fn in [("np.matmul x2 (BLAS threads)", lambda: (np.matmul(g, w), np.matmul(g.T, x))),
+                     ("matmuls_threads (tinyft)", lambda: matmul.matmuls_threads([(g, w), (g.T, x)]))]:
+        time.sleep(0.3)
+        best, med = best_and_median(fn, repeats)
+        print(f"{'linear bwd dx and dW, (2048,512) out':<44}{path:<26}{best * 1e3:>9.3f}{med * 1e3:>9.3f}"
+              f"{flops / best / 1e9:>9.1f}")
+
+
+def after(setup, fn, repeats):
+    """Median ms of fn, each call right after setup()."""
+    times = []
+    for _ in range(repeats + 1):
+        setup()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:])) * 1e3
+
+
+def spinning_blas(repeats):
+    x, w = randn(2048, 128), randn(128, 512)
+    h = randn(2048 * 512)
+    q, k, v, dout = (randn(16, 4, 128, 32) for _ in range(4))
+
+    def attn():
+        out, lse, probs = attention.attention_forward_numba(q, k, v, True, attention.SAVE_PROBS)
+        attention.attention_backward_numba(dout, q, k, v, out, lse, probs, True)
+
+    def two_thread_product():
+        np.matmul(x, w)  # BLAS's own threads: its helper keeps polling afterwards
+
+    def pause():
+        time.sleep(0.15)  # longer than OpenBLAS's spin (2^28 cycles)
+
+    print(f"\n{'call (median ms)':<40}{'after a pause':>15}{'after a 2-thread BLAS call':>28}")
+    for name, fn in [("gelu fwd (2048x512)", lambda: gelu.gelu_forward_numba(h)),
+                     ("attention fwd+bwd (16,4,128,32)", attn)]:
+        print(f"{name:<40}{after(pause, fn, repeats):>15.3f}{after(two_thread_product, fn, repeats):>28.3f}")
+
+
+def attention_sweep(repeats):
+    q, k, v, dout = (randn(16, 4, 128, 32) for _ in range(4))
+
+    def attn():
+        out, lse, probs = attention.attention_forward_numba(q, k, v, True, attention.SAVE_PROBS)
+        attention.attention_backward_numba(dout, q, k, v, out, lse, probs, True)
+
+    saved = attention.HEADS_PER_TASK, attention.ROW_BLOCK
+    print(f"\nattention fwd+bwd (16,4,128,32), median ms (best), threads {_backend.thread_count()}")
+    blocks = (32, 64, 128)
+    print(f"{'HEADS_PER_TASK':<16}" + "".join(f"{f'ROW_BLOCK {b}':>20}" for b in blocks))
+    try:
+        for heads in (4, 8, 16, 32, 64):
+            cells = []
+            for block in blocks:
+                attention.HEADS_PER_TASK, attention.ROW_BLOCK = heads, block
+                best, med = best_and_median(attn, repeats)
+                cells.append(f"{med * 1e3:.2f} ({best * 1e3:.2f})")
+            print(f"{heads:<16}" + "".join(f"{c:>20}" for c in cells))
+    finally:
+        attention.HEADS_PER_TASK, attention.ROW_BLOCK = saved
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no-sweep", action="store_true", help="skip the HEADS_PER_TASK x ROW_BLOCK sweep")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(0)
-    f32 = np.float32
-    print(f"{'product (float32)':<44}{'path':<22}{'ms':>9}{'GFLOP/s':>9}")
-    cases = [("linear (2048,128)@(128,512)", (2048, 128), (128, 512), None),
-             ("attention scores 64 x (128,32)@(32,128)", (64, 128, 32), (64, 32, 128), None),
-             ("small stack 4096 x (8,8)@(8,8)", (4096, 8, 8), (4096, 8, 8), None)]
-    for name, sa, sb, _ in cases:
-        a, b = rng.standard_normal(sa).astype(f32), rng.standard_normal(sb).astype(f32)
-        flops = 2 * np.prod(sa) * sb[-1]
-        paths = [("np.matmul (BLAS)", lambda: np.matmul(a, b))]
-        if a.ndim == 2:
-            paths.append(("matmul_tiled_numba", lambda: matmul.matmul_tiled_numba(a, b)))
-        else:
-            paths.append(("batched_matmul_numba", lambda: matmul.batched_matmul_numba(a, b)))
-        for path, fn in paths:
-            t, _ = best_and_median(fn, args.repeats)
-            print(f"{name:<44}{path:<22}{t * 1e3:>9.3f}{flops / t / 1e9:>9.1f}")
+    products(args.repeats)
+    spinning_blas(args.repeats)
+    if not args.no_sweep:
+        attention_sweep(args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Kernels against their NumPy twins, fused ops against their composed specs, and the backend switch.
 
 Map of this file:
-  1. every *_numba kernel equals its *_reference twin (float32 and float64, awkward shapes, fwd and bwd)
+  1. every *_numba kernel equals its *_reference twin (float32 and float64, awkward shapes, fwd and bwd);
+     the threaded paths (matmuls, attention's head groups and row blocks, serial/parallel AdamW) and _math's tanh
   2. gradcheck (float64) through every fused Function under both backends
   3. every fused public op equals its *_composed spec (output and gradients)
   4. the switch: use() as call and context manager, TINYFT_KERNELS, bad names; the cache fallback
   5. the whole GPT: same loss and gradients under "numba" and "numpy"
+  6. run_parallel / parallel_chunks: every task once, errors after all finish, serial off the main thread,
+     BLAS held to one thread meanwhile and its counts restored
 Tests marked nojit use tiny shapes; tests/test_kernels_nojit.py reruns them with NUMBA_DISABLE_JIT=1.
 Speed is never asserted here: benchmarks/ measures it.
 """
@@ -13,15 +16,19 @@ Speed is never asserted here: benchmarks/ measures it.
 import os
 import subprocess
 import sys
+import threading
+import time
 import warnings
 
+import numba
 import numpy as np
 import pytest
+import threadpoolctl
 
 import tinyft
 from tinyft import Tensor, gradcheck, kernels
 from tinyft import functional as F
-from tinyft.kernels import _backend, adamw, attention, cross_entropy, embedding, gelu, layernorm, matmul
+from tinyft.kernels import _backend, _math, adamw, attention, cross_entropy, embedding, gelu, layernorm, matmul
 
 DTYPES = [np.float32, np.float64]
 BACKENDS = ["numba", "numpy"]
@@ -127,20 +134,41 @@ def test_attention_kernel_matches_twin(shape, dtype):
             check_attention(shape, dtype, causal, save_probs)
 
 
-def check_attention(shape, dtype, causal, save_probs):
-    """Both Numba paths (BLAS + fused softmax, and the all-loops kernel) against the NumPy twin."""
+ATTENTION_PATHS = {"blas+softmax": (attention.attention_forward_numba, attention.attention_backward_numba),
+                   "loops": (attention.attention_forward_loops_numba, attention.attention_backward_loops_numba)}
+
+
+def check_attention(shape, dtype, causal, save_probs, paths=tuple(ATTENTION_PATHS)):
+    """The Numba paths (BLAS + fused softmax, and the all-loops kernel) against the NumPy twin."""
     rng = np.random.default_rng(4)
     q, k, v, dout = (randn(rng, shape, dtype) for _ in range(4))
-    paths = {"blas+softmax": (attention.attention_forward_numba, attention.attention_backward_numba),
-             "loops": (attention.attention_forward_loops_numba, attention.attention_backward_loops_numba)}
     want = attention.attention_forward_reference(q, k, v, causal, save_probs)
     want_grads = attention.attention_backward_reference(dout, q, k, v, *want, causal)
-    for name, (forward, backward) in paths.items():
-        what = f"attention {name} causal={causal} save_probs={save_probs}"
+    for name in paths:
+        forward, backward = ATTENTION_PATHS[name]
+        what = f"attention {name} shape={shape} causal={causal} save_probs={save_probs}"
         got = forward(q, k, v, causal, save_probs)
         assert_all_close(got, want, dtype, what + " forward")
+        if causal and save_probs:  # the masked entries: exact zeros, whatever the products skipped
+            above = np.triu(np.ones(shape[2:3] * 2, dtype=bool), k=1)
+            assert not got[2][..., above].any(), what + ": probabilities above the diagonal"
         got = backward(dout, q, k, v, *got, causal)
         assert_all_close(got, want_grads, dtype, what + " backward")
+
+
+@nojit
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("row_block", [1, 5, 64, 1000])
+@pytest.mark.parametrize("heads_per_task", [1, 3])
+def test_attention_numba_matches_twin_for_any_head_groups_and_row_blocks(heads_per_task, row_block, dtype,
+                                                                         monkeypatch):
+    # The tests above never split: at most 6 heads (HEADS_PER_TASK = 8) and T <= 64 (ROW_BLOCK = 64).
+    monkeypatch.setattr(attention, "HEADS_PER_TASK", heads_per_task)
+    monkeypatch.setattr(attention, "ROW_BLOCK", row_block)
+    for shape in [(1, 5, 13, 8), (2, 2, 10, 3), (2, 1, 1, 4)]:  # B*H = 5, 4, 2 heads; T = 13, 10 (5 | 10), 1
+        for causal in (True, False):
+            for save_probs in (True, False):
+                check_attention(shape, dtype, causal, save_probs, paths=["blas+softmax"])
 
 
 @nojit
@@ -169,6 +197,34 @@ def test_adam_update_kernel_matches_twin(decoupled, weight_decay, dtype):
 
 @nojit
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kernel", [((7,), "adam_update_numba_serial"), ((8,), "adam_update_numba"),
+                                          ((3, 3), "adam_update_numba")])  # PARALLEL_MIN = 8: below, at, above
+def test_adam_update_picks_serial_below_parallel_min_and_both_match_twin(shape, kernel, dtype, monkeypatch):
+    monkeypatch.setattr(adamw, "PARALLEL_MIN", 8)
+    calls = []
+
+    def spy(name, kernel):
+        def record_and_run(*args):
+            calls.append(name)
+            return kernel(*args)
+        return record_and_run
+
+    for name in ("adam_update_numba", "adam_update_numba_serial"):
+        monkeypatch.setattr(adamw, name, spy(name, getattr(adamw, name)))
+    rng = np.random.default_rng(14)
+    for decoupled in (True, False):
+        arrays = [randn(rng, shape, dtype) for _ in range(3)] + [np.abs(randn(rng, shape, dtype))]  # p, g, m, v
+        twin = [a.copy() for a in arrays]
+        with kernels.use("numba"):
+            for t in (1, 2, 3):
+                adamw.adam_update(*arrays, 1e-2, 0.9, 0.999, 1e-8, 0.1, t, decoupled)
+                adamw.adam_update_reference(*twin, 1e-2, 0.9, 0.999, 1e-8, 0.1, t, decoupled)
+        assert_all_close(arrays, twin, dtype, f"adam update {kernel} decoupled={decoupled}")
+    assert calls == [kernel] * 6
+
+
+@nojit
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_kernels_match_numpy_small(dtype):
     rng = np.random.default_rng(7)
     a, b = randn(rng, (1, 1), dtype), randn(rng, (1, 3), dtype)
@@ -186,6 +242,122 @@ def test_matmul_kernels_match_numpy(dtype):
     for backend in BACKENDS:
         with kernels.use(backend):
             assert_all_close([matmul.batched_matmul(a, b)], [np.matmul(a, b)], dtype, f"batched {backend}")
+
+
+def matrix(rng, n, k, dtype, transposed=False):
+    """An (n, k) matrix: C-contiguous, or the .T view of a contiguous (k, n) one (as g^T in dW = g^T x)."""
+    return randn(rng, (k, n), dtype).T if transposed else randn(rng, (n, k), dtype)
+
+
+def check_matmuls(pairs, dtype, what):
+    assert_all_close(matmul.matmuls(pairs), [np.matmul(a, b) for a, b in pairs], dtype, what + " matmuls")
+    for i, (a, b) in enumerate(pairs):
+        assert_all_close([matmul.matmul(a, b)], [np.matmul(a, b)], dtype, f"{what} matmul [{i}]")
+
+
+def linear_backward_pairs(rng, n, fan_in, fan_out, dtype):
+    """A linear layer's backward products, as functional.LinearFunction asks for them: dx = g W, dW = g^T x."""
+    g, x, w = randn(rng, (n, fan_out), dtype), randn(rng, (n, fan_in), dtype), randn(rng, (fan_out, fan_in), dtype)
+    return [(g, w), (g.T, x)]
+
+
+@nojit
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("threaded", [False, True])  # True: PARALLEL_MIN_MACS = 0 forces the threaded path
+def test_matmuls_match_numpy_small(threaded, backend, dtype, monkeypatch):
+    if threaded:
+        monkeypatch.setattr(matmul, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(15)
+    with kernels.use(backend):
+        check_matmuls([(matrix(rng, 1, 3, dtype), matrix(rng, 3, 4, dtype))], dtype, "1 row")  # n < thread_count()
+        check_matmuls([(matrix(rng, 5, 2, dtype, True), matrix(rng, 2, 3, dtype, True))], dtype, "transposed")
+        check_matmuls(linear_backward_pairs(rng, 7, 3, 4, dtype), dtype, "dx, dW")
+        check_matmuls([(matrix(rng, 7, 3, dtype), matrix(rng, 3, 2, dtype)), (matrix(rng, 1, 4, dtype, True),
+                       matrix(rng, 4, 5, dtype)), (matrix(rng, 2, 6, dtype, True), matrix(rng, 6, 1, dtype))],
+                      dtype, "3 pairs")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matmuls_match_numpy_above_and_below_parallel_min(backend, dtype, monkeypatch):
+    threaded = []  # how many times matmuls_threads handed tasks to run_parallel
+    monkeypatch.setattr(matmul, "run_parallel", lambda tasks: (threaded.append(len(tasks)), _backend.run_parallel(tasks)))
+    rng = np.random.default_rng(16)
+    big = [[(matrix(rng, 601, 64, dtype), matrix(rng, 64, 96, dtype))],  # 3.7M multiply-adds, odd rows
+           [(matrix(rng, 1, 2048, dtype), matrix(rng, 2048, 1100, dtype))],  # 2.25M in ONE row: fewer rows than threads
+           linear_backward_pairs(rng, 600, 64, 96, dtype),  # dx and dW, 3.7M each, dW from the transposed g
+           linear_backward_pairs(rng, 300, 64, 96, dtype) + [(matrix(rng, 64, 300, dtype, True), matrix(rng, 300, 50, dtype))]]
+    small = [[(matrix(rng, 1, 64, dtype), matrix(rng, 64, 96, dtype))], linear_backward_pairs(rng, 60, 64, 96, dtype)]
+    with kernels.use(backend):
+        for size, cases in (("big", big), ("small", small)):
+            for pairs in cases:
+                macs = sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
+                assert (macs >= matmul.PARALLEL_MIN_MACS) == (size == "big"), f"{size}: {macs} multiply-adds"
+                what = f"{backend} {size} {[(a.shape, b.shape) for a, b in pairs]}"
+                assert_all_close(matmul.matmuls(pairs), [np.matmul(a, b) for a, b in pairs], dtype, what)
+    assert len(threaded) == (len(big) if backend == "numba" else 0)  # the big calls, and only they, went threaded
+
+
+def _tanh_all(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = _math.tanh(x[i], x)
+    return out
+
+
+def _exp_all(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = _math.exp_nonpositive(x[i], x)
+    return out
+
+
+def _tanh_and_one(u, like):
+    return _math.tanh(u, like), _math.as_type(1, like)
+
+
+# Not tinyft's cached njit: a cached wrapper would keep _math's old formulas after _math.py changes.
+tanh_all = numba.njit(fastmath=set(_backend.FASTMATH))(_tanh_all)
+exp_all = numba.njit(fastmath=set(_backend.FASTMATH))(_exp_all)
+tanh_and_one = numba.njit(fastmath=set(_backend.FASTMATH))(_tanh_and_one)
+
+
+@nojit
+def test_tanh_float32_within_a_few_ulps_and_float64_is_libm():
+    F32 = np.float32
+    edges = [_math.TANH_ONE, _math.TANH_CLAMP, F32(0.0), F32(1e-30)]
+    edges += [np.nextafter(e, F32(0.0)) for e in edges] + [np.nextafter(e, F32(20.0)) for e in edges]
+    n = 2_401 if numba.config.DISABLE_JIT else 240_001  # plain Python: a coarser grid
+    x = np.concatenate([np.linspace(-12, 12, n, dtype=F32), edges, np.negative(edges)]).astype(F32)
+    got = tanh_all(x)
+    want = np.tanh(x.astype(np.float64))
+    assert got.dtype == F32
+    ulp = 2.0 ** (np.floor(np.log2(np.maximum(np.abs(want), 1e-38))) - 23)  # float32 ulp at the exact value
+    assert np.max(np.abs(got - want) / ulp) <= 6  # measured: 4.3 ulps, at x = -5.21
+    ones = np.abs(x) >= _math.TANH_ONE
+    assert np.array_equal(got[ones], np.sign(x[ones])) and np.all(np.abs(got) <= 1)  # exactly +-1 from TANH_ONE
+    x64 = np.linspace(-12, 12, 2001)
+    np.testing.assert_allclose(tanh_all(x64), np.tanh(x64), rtol=1e-15, atol=1e-15)
+    if not numba.config.DISABLE_JIT:  # typed: float32 in, float32 arithmetic out (and float64 stays float64)
+        for dtype in (F32, np.float64):
+            tanh_and_one(dtype(0.5), np.zeros(1, dtype))
+        assert {sig.return_type for sig in tanh_and_one.nopython_signatures} == {
+            numba.types.UniTuple(numba.float32, 2), numba.types.UniTuple(numba.float64, 2)}
+
+
+@nojit
+def test_exp_nonpositive_float32_within_its_stated_error_and_float64_is_libm():
+    n = 2_001 if numba.config.DISABLE_JIT else 400_001
+    x = np.concatenate([np.linspace(-87.3, 0, n, dtype=np.float32), np.float32([-1e-30, -0.5 * np.log(2), -0.0])])
+    got = exp_all(x)
+    assert got.dtype == np.float32 and got[-1] == 1
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 3.1e-7  # the bound _math.py states (measured: 2.96e-7)
+    low = exp_all(np.float32([-87.4, -100.0, -1e4, -np.inf]))  # below EXP_LOW: about the smallest normal float32
+    assert np.all((low > 0) & (low < 1.3e-38))
+    x64 = np.linspace(-700, 0, 2001)
+    np.testing.assert_allclose(exp_all(x64), np.exp(x64), rtol=1e-15, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -366,3 +538,119 @@ def test_gpt_loss_and_gradients_agree_under_both_backends(T):
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         np.testing.assert_allclose(grads_a[name], grads_b[name], rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. run_parallel / parallel_chunks: the threads under matmuls and attention
+# ----------------------------------------------------------------------------------------------------
+
+
+def blas_threads():
+    return [(lib["filepath"], lib["num_threads"]) for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """run_parallel on two threads (the caller and one helper) whatever the machine, or skip if BLAS can't be held."""
+    with _backend.one_blas_thread() as blas:
+        if not blas.ok:
+            pytest.skip("no BLAS library threadpoolctl can control: run_parallel runs serially")
+    monkeypatch.setattr(_backend, "thread_count", lambda: 2)
+
+
+def test_parallel_chunks_runs_every_chunk_once_into_its_own_slice(two_threads):
+    n, chunk = 103, 4  # 26 chunks for 2 threads, the last one 3 long
+    out, hits, calls = np.zeros(n), np.zeros(n, dtype=int), []
+
+    def work(start, stop):
+        calls.append((start, stop))
+        hits[start:stop] += 1
+        out[start:stop] = np.arange(start, stop) ** 2
+
+    _backend.parallel_chunks(work, n, chunk)
+    assert sorted(calls) == [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    assert np.all(hits == 1)
+    np.testing.assert_array_equal(out, np.arange(n) ** 2)
+
+
+def test_run_parallel_runs_tasks_at_once_on_the_main_thread(two_threads):
+    barrier = threading.Barrier(2, timeout=10)  # run one after the other, the first task would wait in vain
+    idents = []
+
+    def task():
+        idents.append(threading.get_ident())
+        barrier.wait()
+
+    _backend.run_parallel([task, task])
+    assert len(set(idents)) == 2 and threading.get_ident() in idents
+
+
+@pytest.mark.parametrize("failing_first", [True, False])  # the error in the calling thread, or in the helper
+def test_run_parallel_raises_a_task_error_after_every_other_task_finished(failing_first, two_threads):
+    slow_started, slow_done, quick_done = threading.Event(), threading.Event(), []
+
+    def slow():
+        slow_started.set()
+        time.sleep(0.1)
+        slow_done.set()
+
+    def failing():  # fails while slow() runs on the other thread
+        slow_started.wait(timeout=10)
+        raise ValueError("task failed")
+
+    tasks = ([failing, slow] if failing_first else [slow, failing]) + [lambda: quick_done.append(1)] * 4
+    before = blas_threads()
+    with pytest.raises(ValueError, match="task failed"):
+        _backend.run_parallel(tasks)
+    assert slow_done.is_set(), "the error came out while a sibling task was still running"
+    assert len(quick_done) == 4
+    assert blas_threads() == before
+
+
+def test_run_parallel_off_the_main_thread_runs_serially_there(two_threads, monkeypatch):
+    monkeypatch.setattr(matmul, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(17)
+    pairs = linear_backward_pairs(rng, 9, 4, 5, np.float64)
+    seen = {}
+
+    def off_main():
+        try:
+            out, idents, events = np.zeros(50), set(), []
+
+            def work(start, stop):
+                events.append(("start", start))
+                idents.add(threading.get_ident())
+                if start == 0:
+                    time.sleep(0.05)  # a helper thread, if any, would start the next chunks meanwhile
+                out[start:stop] = np.arange(start, stop)
+                events.append(("stop", start))
+
+            _backend.parallel_chunks(work, 50, 3)
+            with kernels.use("numba"):
+                products = matmul.matmuls(pairs)
+            seen.update(out=out, idents=idents, events=events, products=products)
+        except BaseException as error:  # noqa: BLE001 - handed to the test's thread
+            seen["error"] = error
+
+    worker = threading.Thread(target=off_main)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive() and "error" not in seen, seen.get("error")
+    assert seen["idents"] == {worker.ident}
+    assert seen["events"] == [(edge, start) for start in range(0, 50, 3) for edge in ("start", "stop")]  # in order
+    np.testing.assert_array_equal(seen["out"], np.arange(50))
+    assert_all_close(seen["products"], [a @ b for a, b in pairs], np.float64, "matmuls off the main thread")
+
+
+def test_run_parallel_holds_blas_to_one_thread_and_restores_its_counts(two_threads):
+    with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):  # a count to give back that is not the default
+        before = blas_threads()
+        inside = []
+        _backend.run_parallel([lambda: inside.append(blas_threads())] * 2)
+        assert len(inside) == 2 and all(n == 1 for counts in inside for _, n in counts)
+        assert blas_threads() == before
+        rng = np.random.default_rng(18)
+        with kernels.use("numba"):
+            matmul.matmuls([(randn(rng, (4, 3), np.float32), randn(rng, (3, 2), np.float32))])  # serial branch
+            matmul.matmuls([(randn(rng, (600, 64), np.float32), randn(rng, (64, 96), np.float32))])  # threaded
+        assert blas_threads() == before

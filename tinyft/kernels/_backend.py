@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor, wait
 
 # One threaded library at a time. A training step alternates BLAS calls (OpenBLAS's threads) with Numba
 # prange kernels (Numba's OpenMP threads). By default an OpenMP thread spins for a while after its loop
@@ -125,17 +124,62 @@ class use:
 # np.matmul and our kernels compiled with nogil=True release the GIL, so the threads really run at once.
 # Numba's prange cannot serve here: calling BLAS inside Numba needs SciPy, which tinyft does not require.
 
-_pool = {"workers": 0, "pid": None, "executor": None}
-_pool_lock = threading.Lock()
+class _Batch:
+    """One run_parallel call: its tasks, which ones are taken, how many are left, the first error."""
+
+    def __init__(self, tasks):
+        self.tasks, self.taken, self.left, self.error = tasks, 0, len(tasks), None
+        self.lock, self.finished = threading.Lock(), threading.Event()
+
+    def work(self):
+        """Take the next task until none is left; whoever finishes the last task sets `finished`."""
+        while True:
+            with self.lock:
+                if self.taken == len(self.tasks):
+                    return
+                task = self.tasks[self.taken]
+                self.taken += 1
+            error = None
+            try:
+                task()
+            except BaseException as err:  # noqa: BLE001 - handed to the caller, which re-raises it
+                error = err
+            with self.lock:
+                self.error = self.error or error
+                self.left -= 1
+                if self.left == 0:
+                    self.finished.set()
 
 
-def _executor(workers):
-    """One pool of `workers` helper threads per process, made on first use (and again after a fork)."""
-    with _pool_lock:
-        if _pool["workers"] != workers or _pool["pid"] != os.getpid():
-            _pool.update(workers=workers, pid=os.getpid(),
-                         executor=ThreadPoolExecutor(workers, thread_name_prefix="tinyft-kernels"))
-        return _pool["executor"]
+class _Helpers:
+    """Helper threads that sleep on an inbox until run_parallel posts a batch; one set per process."""
+
+    def __init__(self):
+        self.n, self.pid, self.inbox = 0, os.getpid(), queue.SimpleQueue()
+
+    def grow(self, n):
+        """Start threads until there are n."""
+        for i in range(self.n, n):
+            threading.Thread(target=self._serve, name=f"tinyft-kernels-{i}", daemon=True).start()
+        self.n = max(self.n, n)
+
+    def _serve(self):
+        while True:
+            self.inbox.get().work()
+
+
+_helpers = None
+_helpers_lock = threading.Lock()
+
+
+def _get_helpers(n):
+    """At least n helper threads (made on first use, and anew after a fork: threads do not survive it)."""
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None or _helpers.pid != os.getpid():
+            _helpers = _Helpers()
+        _helpers.grow(n)
+        return _helpers
 
 
 _blas = {"controllers": None}
@@ -172,34 +216,24 @@ def thread_count():
 
 def run_parallel(tasks):
     """Run the callables in `tasks` on numba.get_num_threads() threads at once (the calling thread and
-    helpers from a pool), BLAS single-threaded meanwhile; each thread takes the next task from a shared
-    queue until none is left, so a thread slowed by something else simply does fewer. Returns when all
-    are done, then re-raises the first error. Each task must write only its own outputs, so tasks cannot
-    race. Called from any thread but the main one, or with one thread or one task, or when BLAS cannot
-    be limited, the tasks run in order in the calling thread."""
+    sleeping helper threads it wakes), BLAS single-threaded meanwhile; each thread takes the next task
+    until none is left, so a thread slowed by something else simply does fewer. Returns when all
+    are done, then re-raises the first error (the outputs are then incomplete). Each task must write only
+    its own outputs, so tasks cannot race. Called from any thread but the main one, or with one thread
+    or one task, or when BLAS cannot be limited, the tasks run in order in the calling thread, and the
+    first error stops the rest."""
     helpers = min(thread_count(), len(tasks)) - 1
     if helpers > 0 and threading.current_thread() is threading.main_thread():
         with one_blas_thread() as blas:
             if blas.ok:
-                todo = queue.SimpleQueue()
-                for task in tasks:
-                    todo.put(task)
-
-                def take_tasks():
-                    while True:
-                        try:
-                            task = todo.get_nowait()
-                        except queue.Empty:
-                            return
-                        task()
-
-                futures = [_executor(helpers).submit(take_tasks) for _ in range(helpers)]
-                try:
-                    take_tasks()  # the calling thread works too, instead of waiting idle
-                finally:
-                    wait(futures)
-                for future in futures:
-                    future.result()
+                batch = _Batch(tasks)
+                inbox = _get_helpers(helpers).inbox
+                for _ in range(helpers):
+                    inbox.put(batch)
+                batch.work()  # the calling thread works too, instead of waiting idle
+                batch.finished.wait()  # for the tasks the helpers took
+                if batch.error is not None:
+                    raise batch.error
                 return
     for task in tasks:
         task()

@@ -25,7 +25,7 @@ import numpy as np
 from numba import prange
 
 from ._backend import current, njit, parallel_chunks
-from ._math import exp_nonpositive
+from ._math import as_type, exp_nonpositive
 
 SAVE_PROBS = True  # measured (docs/kernels.md): storing T x T probabilities beat recomputing them here
 
@@ -207,7 +207,7 @@ def _causal_softmax_rows(s, scale, causal, lse):
                 e = exp_nonpositive(row[j] * scale - m, s)
                 row[j] = e
                 total += e
-            inv = 1.0 / total
+            inv = as_type(1.0 / total, s)  # a float32 factor for float32 rows: the loop stays float32
             for j in range(n_keys):
                 row[j] *= inv
             for j in range(n_keys, T):

@@ -47,7 +47,7 @@ def matmuls_threads(pairs):
     as many products as cores each is one task; otherwise each is cut into blocks of a's rows, enough
     blocks to give every core one. a and b may be transposed views: BLAS reads either layout, so
     dW = g^T x needs no copy of g^T. Each task is one single-threaded BLAS call writing its own rows."""
-    if sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs) < PARALLEL_MIN_MACS:
+    if not pairs or sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs) < PARALLEL_MIN_MACS:
         with one_blas_thread():  # too small to share: one thread, no hand-off, and no BLAS threads left spinning
             return [np.matmul(a, b) for a, b in pairs]
     outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype)) for a, b in pairs]
