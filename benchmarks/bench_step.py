@@ -6,11 +6,13 @@ Map of this script:
   kernel_table()    each kernel at the step's shapes: Numba time, NumPy-twin time, speed-up
   torch_*()         the same GPT written with torch.nn (only if torch imports), and SDPA fwd+bwd
   startup()         import-to-end-of-first-step, warm Numba cache and cold (an empty NUMBA_CACHE_DIR)
+  profile_step()    --profile: where a numba step's time goes, each Function's forward and backward timed
 Contenders run in interleaved rounds (numpy, numba, torch, numpy, ...) so a noisy neighbour hurts all of
 them alike, each round of each contender in a fresh process of its own (as a user runs one library at a
 time: PyTorch's OpenMP threads and Numba's workers never share the process); --same-process times them
 all in this one. Step times are reported as median and best. Usage:
   python benchmarks/bench_step.py [--steps 10] [--rounds 3] [--batch-size 16] [--no-torch] [--json]
+  python benchmarks/bench_step.py --profile [--steps 20]
 """
 
 import argparse
@@ -310,6 +312,63 @@ def startup(batch_size):
     return {"cold_s": cold, "warm_s": warm, "warm_default_cache_s": warm_default}
 
 
+# --- where the time goes -------------------------------------------------------------------------------
+
+
+def profile_step(steps, batch_size):
+    """Time every Function's forward and backward (and the three phases) inside numba training steps."""
+    import collections
+    from tinyft.autograd import Function
+    totals = collections.defaultdict(float)
+
+    def timed(fn, label):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - t0
+        return staticmethod(run)
+
+    classes, todo = set(), [Function]
+    while todo:  # every Function subclass, however deep
+        for sub in todo.pop().__subclasses__():
+            classes.add(sub)
+            todo.append(sub)
+    for cls in classes:
+        for phase in ("forward", "backward"):
+            if isinstance(cls.__dict__.get(phase), staticmethod):
+                setattr(cls, phase, timed(cls.__dict__[phase].__func__, f"{cls.__name__}.{phase}"))
+    from tinyft.nn import GPT, GPTConfig
+    from tinyft.optim import AdamW
+    with kernels.use("numba"):
+        tinyft.manual_seed(0)
+        model = GPT(GPTConfig(**CONFIG))
+        opt = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+        idx, targets = make_batch(batch_size)
+        phases = collections.defaultdict(float)
+        for i in range(steps + 2):
+            if i == 2:  # two warm-up steps, then count
+                totals.clear()
+                phases.clear()
+            t0 = time.perf_counter()
+            _, loss = model(idx, targets)
+            t1 = time.perf_counter()
+            opt.zero_grad()
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            phases["forward"] += t1 - t0
+            phases["backward"] += t2 - t1
+            phases["optimizer step"] += t3 - t2
+    print(f"numba step, mean over {steps} steps: " + ", ".join(f"{k} {v / steps * 1e3:.1f} ms" for k, v in phases.items()))
+    print(f"{'Function.phase':<34}{'ms per step':>12}")
+    for label, total in sorted(totals.items(), key=lambda kv: -kv[1]):
+        if total / steps >= 5e-5:
+            print(f"{label:<34}{total / steps * 1e3:>12.2f}")
+
+
 # --- main -----------------------------------------------------------------------------------------------
 
 
@@ -324,8 +383,12 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.add_argument("--same-process", action="store_true",
                         help="time every contender in this process (default: a fresh process per round)")
+    parser.add_argument("--profile", action="store_true", help="only show where a numba step's time goes")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: time one contender, print JSON
     args = parser.parse_args(argv)
+    if args.profile:
+        profile_step(args.steps, args.batch_size)
+        return
     if args.worker:
         make, backend = CONTENDERS[args.worker]
         print(json.dumps(time_steps({args.worker: (make, backend)}, args.steps, 1, args.batch_size)[args.worker]))

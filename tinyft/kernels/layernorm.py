@@ -66,9 +66,14 @@ def layernorm_backward_numba(g, x, w, mean, rstd):
     N, C = x.shape
     dx = np.empty_like(x)
     n_chunks = (N + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
-    dw_part = np.zeros((n_chunks, C), dtype=x.dtype)  # per-chunk partial sums: no two threads share a row
-    db_part = np.zeros((n_chunks, C), dtype=x.dtype)
+    # Per-chunk partial sums: no two threads share a row. np.empty, zeroed inside the prange loop: under
+    # parallel=True each np.zeros would become a parallel loop of its own, one more launch of the threads
+    # (Numba's parallel diagnostics show it: docs/kernels.md).
+    dw_part = np.empty((n_chunks, C), dtype=x.dtype)
+    db_part = np.empty((n_chunks, C), dtype=x.dtype)
     for chunk in prange(n_chunks):
+        dw_part[chunk, :] = 0.0
+        db_part[chunk, :] = 0.0
         for n in range(chunk * ROWS_PER_CHUNK, min(N, (chunk + 1) * ROWS_PER_CHUNK)):
             m, r = mean[n], rstd[n]
             sum_dxhat = 0.0
@@ -85,12 +90,15 @@ def layernorm_backward_numba(g, x, w, mean, rstd):
             for c in range(C):
                 xhat = (x[n, c] - m) * r
                 dx[n, c] = r * (g[n, c] * w[c] - a - xhat * bb)
-    dw = np.zeros(C, dtype=x.dtype)
-    db = np.zeros(C, dtype=x.dtype)
-    for chunk in range(n_chunks):  # a short serial sum over the partials
-        for c in range(C):
-            dw[c] += dw_part[chunk, c]
-            db[c] += db_part[chunk, c]
+    dw = np.empty(C, dtype=x.dtype)  # a short serial sum over the partials, in plain loops (an array
+    db = np.empty(C, dtype=x.dtype)  # expression here would become one more parallel region)
+    for c in range(C):
+        sum_w, sum_b = 0.0, 0.0
+        for chunk in range(n_chunks):
+            sum_w += dw_part[chunk, c]
+            sum_b += db_part[chunk, c]
+        dw[c] = sum_w
+        db[c] = sum_b
     return dx, dw, db
 
 
