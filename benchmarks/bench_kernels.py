@@ -3,8 +3,8 @@
 Map of this script:
   products()         BLAS (np.matmul, BLAS's own threads), tinyft's threads (matmuls_threads), the tiled
                      and batched Numba kernels: best-of-N time and GFLOP/s
-  spinning_blas()    a GELU and an attention call timed right after a two-thread BLAS product, against
-                     the same calls after a pause: the cost of OpenBLAS's idle threads spinning
+  spinning_blas()    a GELU and an attention call timed right after a BLAS product on two threads, and
+                     right after the same product on one: the cost of OpenBLAS's idle thread spinning
   attention_sweep()  attention forward + backward for each HEADS_PER_TASK x ROW_BLOCK setting
 It backs the notes in tinyft/kernels/matmul.py, tinyft/kernels/attention.py and docs/kernels.md.
 Usage: python benchmarks/bench_kernels.py [--repeats 20] [--no-sweep]
@@ -73,6 +73,8 @@ def after(setup, fn, repeats):
 
 
 def spinning_blas(repeats):
+    """The same product right before each timed call, once on BLAS's two threads and once held to one:
+    the only difference is whether OpenBLAS's helper thread is left spinning while the call runs."""
     x, w = randn(2048, 128), randn(128, 512)
     h = randn(2048 * 512)
     q, k, v, dout = (randn(16, 4, 128, 32) for _ in range(4))
@@ -84,13 +86,17 @@ def spinning_blas(repeats):
     def two_thread_product():
         np.matmul(x, w)  # BLAS's own threads: its helper keeps polling afterwards
 
-    def pause():
-        time.sleep(0.15)  # longer than OpenBLAS's spin (2^28 cycles)
+    def one_thread_product():
+        with _backend.one_blas_thread():
+            np.matmul(x, w)
 
-    print(f"\n{'call (median ms)':<40}{'after a pause':>15}{'after a 2-thread BLAS call':>28}")
+    print(f"\n{'call (median ms), right after a product on':<44}{'1 BLAS thread':>15}{'2 BLAS threads':>16}")
     for name, fn in [("gelu fwd (2048x512)", lambda: gelu.gelu_forward_numba(h)),
                      ("attention fwd+bwd (16,4,128,32)", attn)]:
-        print(f"{name:<40}{after(pause, fn, repeats):>15.3f}{after(two_thread_product, fn, repeats):>28.3f}")
+        time.sleep(0.3)  # no helper left spinning from before
+        one = after(one_thread_product, fn, repeats)
+        two = after(two_thread_product, fn, repeats)
+        print(f"{name:<44}{one:>15.3f}{two:>16.3f}")
 
 
 def attention_sweep(repeats):

@@ -278,6 +278,22 @@ def test_matmuls_match_numpy_small(threaded, backend, dtype, monkeypatch):
                       dtype, "3 pairs")
 
 
+@nojit
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("threaded", [False, True])
+def test_matmul_adds_the_bias_to_every_row_of_every_block(threaded, backend, dtype, monkeypatch):
+    if threaded:
+        monkeypatch.setattr(matmul, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(19)
+    a, b, bias = matrix(rng, 7, 3, dtype), matrix(rng, 3, 4, dtype), randn(rng, 4, dtype)
+    c, d = matrix(rng, 5, 2, dtype, True), matrix(rng, 2, 6, dtype)
+    with kernels.use(backend):
+        assert_all_close([matmul.matmul(a, b, bias)], [a @ b + bias], dtype, "matmul + bias")
+        assert_all_close(matmul.matmuls([(a, b), (c, d)], [bias, None]), [a @ b + bias, c @ d], dtype,
+                         "matmuls, one product with a bias and one without")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matmuls_match_numpy_above_and_below_parallel_min(backend, dtype, monkeypatch):

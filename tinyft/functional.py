@@ -241,9 +241,7 @@ class LinearFunction(Function):
     @staticmethod
     def forward(ctx, x, weight, *bias):
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
-        y = kernels.matmul.matmul(x2, weight.T)  # (N, out)
-        if bias:
-            y += bias[0]
+        y = kernels.matmul.matmul(x2, weight.T, bias[0] if bias else None)  # (N, out), + b on every row
         ctx.save_for_backward(x2, weight)
         ctx.x_shape, ctx.has_bias = x.shape, bool(bias)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))

@@ -1,10 +1,11 @@
 """Matrix products: the path the GPT's linear layers run, a tiled Numba matmul to learn from, a batched one.
 
 Map of this file:
-  matmul_reference(a, b)            (n, k) @ (k, m): np.matmul, BLAS with its own threads (the twin)
+  matmul_reference(a, b, bias)      (n, k) @ (k, m) (+ bias): np.matmul, BLAS with its own threads (the twin)
   matmuls_threads([(a, b), ...])    the path that runs: independent products at once, one per core, or one
                                     product's rows cut into a block per core; each block one single-threaded
-                                    BLAS call on its own thread (kernels/_backend.run_parallel)
+                                    BLAS call on its own thread (kernels/_backend.run_parallel), the bias
+                                    added to its rows in the same task (while they are in cache)
   matmul(a, b), matmuls(pairs)      dispatch on tinyft.kernels.current(); functional.linear calls them
   matmul_tiled_numba(a, b)          (n, k) @ (k, m), tiled, loop order i-k-j: for teaching, not used by the GPT
   batched_matmul_reference / _numba (S, n, k) @ (S, k, m): np.matmul / prange over the S stacked products
@@ -35,42 +36,57 @@ from ._backend import current, njit, one_blas_thread, run_parallel, thread_count
 TILE = 64  # a 64 x 64 float32 tile of b is 16 KB: with a's row strip it stays in a 32-48 KB L1 cache
 
 
-def matmul_reference(a, b):
-    return np.matmul(a, b)
+def matmul_reference(a, b, bias=None):
+    out = np.matmul(a, b)
+    if bias is not None:
+        out += bias
+    return out
 
 
 PARALLEL_MIN_MACS = 1 << 21  # below ~2M multiply-adds (~20 us on one core) a thread hand-off costs more than it saves
 
 
-def matmuls_threads(pairs):
-    """[(a, b), ...] -> [a @ b, ...] for 2-D a (n, k), b (k, m), all at once on the cores: with at least
-    as many products as cores each is one task; otherwise each is cut into blocks of a's rows, enough
-    blocks to give every core one. a and b may be transposed views: BLAS reads either layout, so
-    dW = g^T x needs no copy of g^T. Each task is one single-threaded BLAS call writing its own rows."""
+def _block(a, b, out, bias):
+    """out = a @ b (one single-threaded BLAS call), then + bias on every row while the block is still in
+    cache: an "epilogue", as BLAS libraries for GPUs call the work fused onto the end of a product."""
+    np.matmul(a, b, out=out)
+    if bias is not None:
+        out += bias
+
+
+def matmuls_threads(pairs, biases=None):
+    """[(a, b), ...] -> [a @ b (+ bias), ...] for 2-D a (n, k), b (k, m), all at once on the cores: with at
+    least as many products as cores each is one task; otherwise each is cut into blocks of a's rows,
+    enough blocks to give every core one. a and b may be transposed views: BLAS reads either layout, so
+    dW = g^T x needs no copy of g^T. biases: None, or one (m,) row vector (or None) per product."""
+    biases = biases or [None] * len(pairs)
+    outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype)) for a, b in pairs]
     if not pairs or sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs) < PARALLEL_MIN_MACS:
         with one_blas_thread():  # too small to share: one thread, no hand-off, and no BLAS threads left spinning
-            return [np.matmul(a, b) for a, b in pairs]
-    outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype)) for a, b in pairs]
+            for (a, b), out, bias in zip(pairs, outs, biases):
+                _block(a, b, out, bias)
+        return outs
     blocks = -(-thread_count() // len(pairs))  # ceil(cores / products) row blocks per product
     tasks = []
-    for (a, b), out in zip(pairs, outs):
+    for (a, b), out, bias in zip(pairs, outs, biases):
         rows = max(1, -(-a.shape[0] // blocks))  # ceil(n / blocks) rows per block
         for r0 in range(0, a.shape[0], rows):
-            tasks.append(functools.partial(np.matmul, a[r0:r0 + rows], b, out=out[r0:r0 + rows]))
+            tasks.append(functools.partial(_block, a[r0:r0 + rows], b, out[r0:r0 + rows], bias))
     run_parallel(tasks)
     return outs
 
 
-def matmuls(pairs):
-    """[(a, b), ...] -> [a @ b, ...], 2-D matrices; independent products (a layer's dx and dW) run together."""
+def matmuls(pairs, biases=None):
+    """[(a, b), ...] -> [a @ b (+ bias), ...], 2-D matrices; independent products (a layer's dx and dW) run
+    together. biases: None, or one (m,) row vector (or None) per product."""
     if current() == "numba":
-        return matmuls_threads(pairs)
-    return [matmul_reference(a, b) for a, b in pairs]
+        return matmuls_threads(pairs, biases)
+    return [matmul_reference(a, b, bias) for (a, b), bias in zip(pairs, biases or [None] * len(pairs))]
 
 
-def matmul(a, b):
-    """a (n, k) @ b (k, m) for 2-D a and b -> (n, m)."""
-    return matmuls([(a, b)])[0]
+def matmul(a, b, bias=None):
+    """a (n, k) @ b (k, m) (+ bias (m,) on every row) for 2-D a and b -> (n, m)."""
+    return matmuls([(a, b)], [bias])[0]
 
 
 @njit()
