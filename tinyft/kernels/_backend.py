@@ -117,12 +117,15 @@ class use:
         return f"tinyft.kernels.use({self.name!r})"
 
 
-# --- Python threads for work made of many small BLAS products -----------------------------------------
-# Attention multiplies 64 small (128 x 32) matrices per product. OpenBLAS, given two threads, splits each
-# small product between them and gains nothing (measured: 1.09 ms with two threads, 0.94 ms with one);
-# two Python threads that each take half of the heads, with BLAS held to one thread, do it in 0.59 ms.
-# np.matmul and our kernels compiled with nogil=True release the GIL, so the threads really run at once.
-# Numba's prange cannot serve here: calling BLAS inside Numba needs SciPy, which tinyft does not require.
+# --- tinyft's own threads for the step's matrix products ---------------------------------------------
+# Two reasons not to leave the cores to BLAS's threads (measured, docs/kernels.md):
+#  * after a call on two threads OpenBLAS's idle helper keeps polling for ~0.1 s, holding a core that the
+#    next Numba kernel needs (attention fwd+bwd right after such a product: ~6 ms instead of ~3.5);
+#  * attention multiplies 64 small (128 x 32) matrices per product; OpenBLAS splits each between its two
+#    threads and gains nothing (1.09 ms on two threads, 0.94 on one; 0.59 as two halves on our threads).
+# So the products run here, each task one single-threaded BLAS call. np.matmul and our kernels compiled
+# with nogil=True release the GIL, so the threads really run at once. Numba's prange cannot serve here:
+# calling BLAS inside Numba needs SciPy, which tinyft does not require.
 
 class _Batch:
     """One run_parallel call: its tasks, which ones are taken, how many are left, the first error."""

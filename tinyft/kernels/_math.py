@@ -76,7 +76,8 @@ def _exp_float32(u):
     """exp(u) for u <= 0 in float32: u = k ln2 + r with k an integer and |r| <= ln2 / 2, then
     exp(u) = 2^k exp(r): exp(r) by a degree-7 polynomial, 2^k by writing k + 127 into the exponent bits."""
     x = max(u, EXP_LOW)
-    k = F32(np.int32(x * LOG2E - F32(0.5)))  # the integer nearest x / ln2 (-126..0): int32() cuts toward 0
+    k = F32(np.int32(x * LOG2E - F32(0.5)))  # nearest integer to x / ln2 (-126..0): int32() cuts toward 0,
+    #                                             which for these negative numbers is rounding up
     r = (x - k * LN2_HI) - k * LN2_LO  # Cody and Waite's two-step reduction keeps r accurate
     p = r * E5 + E4
     p = r * p + E3
@@ -109,6 +110,7 @@ def exp_nonpositive(u, like):
 if not numba.config.DISABLE_JIT:
     _tanh_rational_jit = njit(inline="always")(_tanh_rational)
     _tanh_exact_jit = njit(inline="always")(_tanh_exact)
+
     @intrinsic
     def _float32_from_bits_typed(typingctx, bits):
         if bits != types.int32:

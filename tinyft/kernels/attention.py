@@ -2,10 +2,11 @@
 
 Map of this file:
   attention_forward_reference / _backward_reference   the NumPy twin: the spec, in whole-array steps
-  attention_forward_numba / _backward_numba            the path that runs: the four (T, hd) products by
-      BLAS (np.matmul over the B*H stacked heads, outside any prange) and everything between them fused
-      into one Numba pass per row: scale, causal mask as a loop bound, stable softmax, log-sum-exp
-      (forward); D_i = dout_i . out_i and ds = p (dp - D) / sqrt(hd) (backward)
+  attention_forward_numba / _backward_numba            the path that runs: the six (T, hd) products by
+      BLAS (np.matmul over groups of heads, one group per task on tinyft's threads, row blocks skipping
+      the masked quarter) and everything between them fused into one Numba pass per row: scale, causal
+      mask as a loop bound, stable softmax, log-sum-exp (forward); D_i = dout_i . out_i and
+      ds = p (dp - D) / sqrt(hd) (backward)
   attention_forward_loops_numba / _backward_loops_numba   everything in one loop nest per (batch, head):
       for reading, and measured slower than BLAS + fused softmax (docs/kernels.md), so not dispatched
   attention_forward / attention_backward               dispatch on tinyft.kernels.current()
@@ -151,7 +152,6 @@ def attention_backward_loops_numba(dout, q, k, v, out, lse, probs, causal):
     return dq, dk, dv
 
 
-
 # --- the path that runs: BLAS for the products, one fused Numba pass for the softmax between them -------
 # Heads are independent, so parallel_chunks hands groups of HEADS_PER_TASK heads to one Python thread per
 # core; each thread runs BLAS single-threaded on its own heads and our row kernels (nogil) between the
@@ -159,8 +159,8 @@ def attention_backward_loops_numba(dout, q, k, v, out, lse, probs, causal):
 # so with row blocks of ROW_BLOCK the masked top-right of each T x T matrix is never multiplied (a quarter
 # of the product work with two blocks). The row kernels write exact zeros there.
 
-HEADS_PER_TASK = 8  # measured (docs/kernels.md): one task's scores, 8 x 128 x 128 floats, stay in L2 cache
-ROW_BLOCK = 64  # measured: two blocks at T = 128; smaller blocks save more work but cost more calls
+HEADS_PER_TASK = 8  # one task's scores, 8 x 128 x 128 floats, stay in L2; 8 to 32 measured alike (docs/kernels.md)
+ROW_BLOCK = 64  # two blocks at T = 128 skip a quarter of the products; smaller blocks skip more but cost more calls
 
 
 def _row_blocks(T, causal):
