@@ -120,7 +120,7 @@ class use:
 # --- tinyft's own threads for the step's matrix products ---------------------------------------------
 # Two reasons not to leave the cores to BLAS's threads (measured, docs/kernels.md):
 #  * after a call on two threads OpenBLAS's idle helper keeps polling for ~0.1 s, holding a core that the
-#    next Numba kernel needs (attention fwd+bwd right after such a product: ~6 ms instead of ~3.5);
+#    next Numba kernel needs (attention fwd+bwd right after such a product: 8.4 ms instead of 4.4);
 #  * attention multiplies 64 small (128 x 32) matrices per product; OpenBLAS splits each between its two
 #    threads and gains nothing (1.09 ms on two threads, 0.94 on one; 0.59 as two halves on our threads).
 # So the products run here, each task one single-threaded BLAS call. np.matmul and our kernels compiled
