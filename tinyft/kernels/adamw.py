@@ -35,6 +35,14 @@ def adam_update_reference(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, de
 
 
 @njit(inline="always")
+def _adam_constants(lr, beta1, beta2, weight_decay, t, decoupled):
+    """Once per call: the bias corrections 1 - b1^t and 1 - b2^t, AdamW's decay factor, Adam's L2 weight."""
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    return 1.0 - beta1**t, 1.0 - beta2**t, decay, l2
+
+
+@njit(inline="always")
 def _adam_element(p, g, m, v, i, lr, beta1, beta2, eps, decay, l2, bc1, bc2):
     """The update of element i (decay = 1 - lr wd for AdamW, else 1; l2 = wd for Adam, else 0)."""
     gi = g[i] + l2 * p[i]
@@ -47,10 +55,7 @@ def _adam_element(p, g, m, v, i, lr, beta1, beta2, eps, decay, l2, bc1, bc2):
 
 @njit(parallel=True)
 def adam_update_numba(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled):
-    bc1 = 1.0 - beta1**t
-    bc2 = 1.0 - beta2**t
-    decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    l2 = 0.0 if decoupled else weight_decay
+    bc1, bc2, decay, l2 = _adam_constants(lr, beta1, beta2, weight_decay, t, decoupled)
     for i in prange(p.shape[0]):
         _adam_element(p, g, m, v, i, lr, beta1, beta2, eps, decay, l2, bc1, bc2)
 
@@ -59,10 +64,7 @@ def adam_update_numba(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoup
 def adam_update_numba_serial(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled):
     """The same loop on one thread, for small parameters (biases, layer-norm weights): starting the
     parallel loop costs ~0.1 ms, measured, while 512 elements take a microsecond."""
-    bc1 = 1.0 - beta1**t
-    bc2 = 1.0 - beta2**t
-    decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    l2 = 0.0 if decoupled else weight_decay
+    bc1, bc2, decay, l2 = _adam_constants(lr, beta1, beta2, weight_decay, t, decoupled)
     for i in range(p.shape[0]):
         _adam_element(p, g, m, v, i, lr, beta1, beta2, eps, decay, l2, bc1, bc2)
 
