@@ -407,6 +407,21 @@ def test_fused_functions_pass_gradcheck(backend):
         assert gradcheck(lambda t: F.embedding(np.array([[1, 5, 1], [0, 1, 1]]), t), [table])
 
 
+def test_fused_functions_pass_gradcheck_on_the_threaded_paths(monkeypatch):
+    """float64 gradcheck through linear's threaded products and attention split into head groups and row
+    blocks (the default thresholds keep the shapes above on the single-task paths)."""
+    monkeypatch.setattr(matmul, "PARALLEL_MIN_MACS", 0)
+    monkeypatch.setattr(attention, "HEADS_PER_TASK", 3)  # 2 x 2 heads -> tasks of 3 and 1
+    monkeypatch.setattr(attention, "ROW_BLOCK", 2)  # T = 5 -> row blocks 0-1, 2-3, 4
+    rng = np.random.default_rng(10)
+    x, W, bias = leaf(rng, 3, 4, 5), leaf(rng, 6, 5), leaf(rng, 6)
+    q, k, v = leaf(rng, 2, 2, 5, 3), leaf(rng, 2, 2, 5, 3), leaf(rng, 2, 2, 5, 3)
+    with kernels.use("numba"):
+        assert gradcheck(lambda x, W, bias: F.linear(x, W, bias), [x, W, bias])
+        assert gradcheck(lambda q, k, v: F.attention(q, k, v), [q, k, v])
+        assert gradcheck(lambda q, k, v: F.attention(q, k, v, causal=False), [q, k, v])
+
+
 # ----------------------------------------------------------------------------------------------------
 # 3. fused public op == composed spec
 # ----------------------------------------------------------------------------------------------------
