@@ -5,9 +5,11 @@ Map of this file:
   "kind"      4-way classification of a passage's register (prose, docstring, source, comment)
   "describe"  instruction pairs "Q: statistics.median\\nA: " -> its one-line docstring, from modules held
               out of pretraining; shifted = pairs of held-out modules never used in train
+  "order"     2-way classification: a passage in its real word order, or the same words shuffled (equal
+              characters in both classes: only knowledge of the language tells them apart); shifted = comments
   Task        splits train/val/test/shifted, batch(), eval_arrays(), evaluate(), few_shot_prompt(), info()
   build_task(name, tokenizer, ...) makes one; bag_of_chars_baseline(task) is the non-neural yardstick.
-One rule for every prompt task (kind, describe): a row is prompt ids + answer ids; x = row[:-1], y = row[1:]
+One rule for every prompt task (kind, order, describe): a row is prompt ids + answer ids; x = row[:-1], y = row[1:]
 with every target before the answer set to -1, so the loss counts the answer tokens only.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 from . import data
 from .autograd import no_grad
 
-TASKS = ("code", "kind", "describe")
+TASKS = ("code", "kind", "describe", "order")
 MAX_UNKNOWN_FRACTION = 0.05  # a tokenizer that maps more of the task's text to <unk> does not fit it
 
 # "code": the corpus is cut into chunks of CODE_CHUNK tokens; CODE_EVAL_FRACTION of them go to val, as many
@@ -42,6 +44,19 @@ KIND_SHIFTED_EVERY = 5  # topics and modules at sorted positions 4, 9, 14, ... f
 # train pairs never touch); the other held-out modules give train / val / test.
 DESCRIBE_SHIFTED_MODULES = ("shutil", "glob", "fnmatch")
 DESCRIBE_VAL_FRACTION, DESCRIBE_TEST_FRACTION = 0.1, 0.2
+
+# "order": is this passage in its real word order, or are the same words shuffled? Both classes hold exactly
+# the same characters, so only knowledge of the language can tell them apart. Passages come from text the
+# default pretraining never trains on: the broad corpus's validation region (the chunks that
+# data.train_val_split gives to validation with ORDER_PRETRAIN_SEED, as pretraining does with a
+# character tokenizer and that seed) and the held-out modules' docstrings. Shifted: code comments.
+ORDER_CLASSES = ("real", "shuffled")
+ORDER_SUFFIX = "\norder: "
+ORDER_LENGTHS = (60, 100)  # characters per passage (the whole passage + suffix + label fits block 128)
+ORDER_MIN_WORDS = 8
+ORDER_MIN_LETTER_SHARE = 0.85  # letters and spaces: prose, not code or tables
+ORDER_PRETRAIN_SEED = 0  # the pretraining seed whose validation region feeds the task
+ORDER_VAL_PASSAGES, ORDER_TEST_PASSAGES, ORDER_SHIFTED_PASSAGES = 100, 200, 200  # x2 examples each
 
 _CACHE = {}  # pools of raw text: built once per process
 
@@ -180,6 +195,94 @@ def _describe_pairs():
             (leaked if answer in broad else kept).append((name, answer))
         _CACHE["describe"] = (kept, leaked)
     return _CACHE["describe"]
+
+
+def _is_order_passage(passage):
+    """Prose enough for the order task: ORDER_MIN_WORDS words or more, mostly letters and spaces, and at
+    least four distinct words (so a shuffle can differ from the original)."""
+    words = passage.split(" ")
+    letters = sum(ch.isalpha() or ch == " " for ch in passage)
+    return (len(words) >= ORDER_MIN_WORDS and letters >= ORDER_MIN_LETTER_SHARE * len(passage)
+            and len(set(words)) >= 4)
+
+
+def _word_passages(words, lo, hi, rng):
+    """Consecutive passages of whole words joined by single spaces, each lo..hi characters long (its target
+    length drawn from rng); a word that would overshoot the target ends the passage, and a passage shorter
+    than lo (a document's tail) is dropped."""
+    passages, current = [], []
+    target = int(rng.integers(lo, hi + 1))
+    for word in words:
+        if current and len(" ".join(current)) + 1 + len(word) > target:
+            if len(" ".join(current)) >= lo:
+                passages.append(" ".join(current))
+            current, target = [], int(rng.integers(lo, hi + 1))
+        current.append(word)
+    if lo <= len(" ".join(current)) <= hi:
+        passages.append(" ".join(current))
+    return passages
+
+
+def _order_pool():
+    """{"in": [(group, passage)], "shifted": [(group, passage)]}: every passage the "order" task can use.
+
+    in       passages of ORDER_LENGTHS characters, whole words joined by single spaces, from
+             (a) each contiguous run of the broad corpus's validation region (group "broad@<position>") and
+             (b) each held-out docstring (group "held_out");
+    shifted  code comments of the "kind" pool (group = module), folded and filtered the same way.
+    A passage that occurs twice is kept once; one that also occurs in the pretraining text (the language
+    reference repeats sentences across topics) is dropped and counted in "leaked". Boundaries use a fixed
+    seed: the pool is the same for every task seed.
+    """
+    if "order" in _CACHE:
+        return _CACHE["order"]
+    broad = data.broad_corpus()
+    positions = np.arange(len(broad), dtype=np.int64)  # split character positions as pretraining splits ids
+    train_positions, val_positions = data.train_val_split(positions, val_fraction=0.1, seed=ORDER_PRETRAIN_SEED)
+
+    def contiguous_runs(p):  # sorted positions -> the (start, stop) of each run of consecutive ones
+        runs = np.split(p, np.nonzero(np.diff(p) != 1)[0] + 1)
+        return [(int(run[0]), int(run[-1]) + 1) for run in runs]
+
+    # the language reference repeats sentences across topics: a passage also in the training text is dropped
+    trained_on = re.sub(r"\s+", " ", "\n".join(broad[a:b] for a, b in contiguous_runs(train_positions)))
+    # a chunk starts and ends at arbitrary characters: its first and last (possibly cut) words are dropped
+    documents = [(f"broad@{a}", broad[a:b].split()[1:-1]) for a, b in contiguous_runs(val_positions)]
+    documents += [("held_out", doc.split()) for doc in sorted(data._held_out_docstrings())]
+    rng = np.random.default_rng(4321)  # fixed: passage boundaries do not depend on the task seed
+    pool, seen = {"in": [], "shifted": [], "leaked": 0}, set()
+    for group, words in documents:
+        for passage in _word_passages(words, *ORDER_LENGTHS, rng):
+            if _is_order_passage(passage) and passage not in seen:
+                seen.add(passage)
+                if passage in trained_on:
+                    pool["leaked"] += 1
+                    continue
+                pool["in"].append((group, passage))
+    lo, hi = ORDER_LENGTHS
+    for group, comment in _kind_pool()["in"]["comment"]:
+        passage = re.sub(r"\s+", " ", comment).strip()
+        if lo <= len(passage) <= hi and _is_order_passage(passage) and passage not in seen \
+                and passage not in trained_on:
+            seen.add(passage)
+            pool["shifted"].append((group, passage))
+    _CACHE["order"] = pool
+    return pool
+
+
+def shuffle_words(passage, rng):
+    """The passage's words (split at single spaces) in a random order that differs from the original text.
+
+    Same words, same spaces: the two texts hold exactly the same characters. Raises ValueError for a
+    passage whose every permutation reads the same (e.g. one repeated word).
+    """
+    words = passage.split(" ")
+    if len(set(words)) < 2:
+        raise ValueError(f"passage: needs two different words to shuffle, got {passage!r}")
+    while True:  # a draw equal to the original (the identity, or swaps of equal words) is drawn again
+        shuffled = " ".join(words[i] for i in rng.permutation(len(words)))
+        if shuffled != passage:
+            return shuffled
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,19 +590,36 @@ def _class_counts(n, k, imbalance):
     return counts
 
 
-def _build_kind(tokenizer, n_examples, seed, block_size, label_noise, imbalance):
-    pool = _kind_pool()
-    K = len(KIND_CLASSES)
+def _first_token_labels(tokenizer, classes, name):
+    """The id of each label word's first token: one token names each class, so it must be known and distinct."""
     label_ids = []
-    for word in KIND_CLASSES:
+    for word in classes:
         first = tokenizer.encode(word)[:1]
         if len(first) == 0 or first[0] == getattr(tokenizer, "unk_id", None):
             raise ValueError(f"tokenizer: the checkpoint's vocabulary does not fit this task: label {word!r} "
                              "starts with an unknown character")
         label_ids.append(int(first[0]))
-    if len(set(label_ids)) != K:
-        raise ValueError(f"tokenizer: the first tokens of the labels {KIND_CLASSES} are not distinct "
-                         f"({label_ids}); the kind task needs one token per class")
+    if len(set(label_ids)) != len(classes):
+        raise ValueError(f"tokenizer: the first tokens of the labels {classes} are not distinct "
+                         f"({label_ids}); the {name} task needs one token per class")
+    return label_ids
+
+
+def _flip_labels(examples, label_noise, classes, rng):
+    """Flip round(label_noise * N) train labels in place, each to a uniformly drawn OTHER class; returns N flipped."""
+    K = len(classes)
+    n_flip = int(round(label_noise * len(examples)))
+    for i in rng.choice(len(examples), size=n_flip, replace=False):
+        e = examples[i]
+        new = (e.label + int(rng.integers(1, K))) % K
+        examples[i] = Example(e.text, e.prompt, classes[new], new, e.group)
+    return n_flip
+
+
+def _build_kind(tokenizer, n_examples, seed, block_size, label_noise, imbalance):
+    pool = _kind_pool()
+    K = len(KIND_CLASSES)
+    label_ids = _first_token_labels(tokenizer, KIND_CLASSES, "kind")
     rng = np.random.default_rng(seed)
     shuffled = {c: [pool["in"][c][i] for i in rng.permutation(len(pool["in"][c]))] for c in KIND_CLASSES}
     n_eval = KIND_VAL_PER_CLASS + KIND_TEST_PER_CLASS
@@ -525,11 +645,7 @@ def _build_kind(tokenizer, n_examples, seed, block_size, label_noise, imbalance)
     for s in ("train", "val", "test", "shifted"):  # interleave the classes
         splits[s] = [splits[s][i] for i in rng.permutation(len(splits[s]))]
     clean = np.array([e.label for e in splits["train"]], dtype=np.int64)
-    n_flip = int(round(label_noise * len(clean)))
-    for i in rng.choice(len(clean), size=n_flip, replace=False):  # each to a uniformly drawn OTHER class
-        e = splits["train"][i]
-        new = (e.label + int(rng.integers(1, K))) % K
-        splits["train"][i] = Example(e.text, e.prompt, KIND_CLASSES[new], new, e.group)
+    n_flip = _flip_labels(splits["train"], label_noise, KIND_CLASSES, rng)
     observed = np.array([e.label for e in splits["train"]], dtype=np.int64)
     sample = [tokenizer.encode(e.prompt) for s in SPLITS for e in splits[s][:200]]
     meta = {
@@ -617,17 +733,84 @@ def _build_describe(tokenizer, n_examples, seed, block_size):
     return splits, meta
 
 
+def _build_order(tokenizer, n_examples, seed, block_size, label_noise, imbalance):
+    """Twins: each passage gives a "real" example and a "shuffled" one, and both go to the same split."""
+    pool = _order_pool()
+    K = len(ORDER_CLASSES)
+    label_ids = _first_token_labels(tokenizer, ORDER_CLASSES, "order")
+    rng = np.random.default_rng(seed)
+    passages = [pool["in"][i] for i in rng.permutation(len(pool["in"]))]
+    n_eval = ORDER_VAL_PASSAGES + ORDER_TEST_PASSAGES
+    available = len(passages) - n_eval  # passages left for train
+    # Train holds counts[0] real and counts[1] shuffled examples from distinct passages' twins: the first
+    # min(counts) passages give both, the majority class takes its rest from further passages alone.
+    max_n = 2 * available
+    while _class_counts(max_n, K, imbalance).max() > available:
+        max_n = int(max_n * available / _class_counts(max_n, K, imbalance).max())
+    n_used = _cap(n_examples, max_n, "order", f"training examples (at imbalance={imbalance})")
+    counts = _class_counts(n_used, K, imbalance)
+
+    def twins(group, passage, labels=(0, 1)):
+        texts = {0: passage, 1: shuffle_words(passage, rng)}
+        return [Example(texts[c], texts[c] + ORDER_SUFFIX, ORDER_CLASSES[c], c, group) for c in labels]
+
+    splits = {s: [] for s in SPLITS}
+    for group, passage in passages[:ORDER_VAL_PASSAGES]:
+        splits["val"] += twins(group, passage)
+    for group, passage in passages[ORDER_VAL_PASSAGES:n_eval]:
+        splits["test"] += twins(group, passage)
+    train_passages = passages[n_eval:]
+    both = int(counts.min())
+    for group, passage in train_passages[:both]:
+        splits["train"] += twins(group, passage)
+    majority = int(counts.argmax())
+    for group, passage in train_passages[both:both + int(counts.max()) - both]:
+        splits["train"] += twins(group, passage, labels=(majority,))
+    shifted = pool["shifted"]
+    for i in rng.permutation(len(shifted))[:ORDER_SHIFTED_PASSAGES]:
+        splits["shifted"] += twins(*shifted[i])
+    for s in SPLITS:  # interleave the classes (twins no longer side by side)
+        splits[s] = [splits[s][i] for i in rng.permutation(len(splits[s]))]
+    clean = np.array([e.label for e in splits["train"]], dtype=np.int64)
+    n_flip = _flip_labels(splits["train"], label_noise, ORDER_CLASSES, rng)
+    observed = np.array([e.label for e in splits["train"]], dtype=np.int64)
+    sample = [tokenizer.encode(e.prompt) for s in SPLITS for e in splits[s][:200]]
+    longest = max(len(tokenizer.encode(e.prompt)) for s in SPLITS for e in splits[s])
+    meta = {
+        "n_examples_requested": n_examples, "n_examples": n_used, "max_n_examples": max_n,
+        "classes": list(ORDER_CLASSES), "label_ids": label_ids,
+        "sizes": {s: len(splits[s]) for s in SPLITS},
+        "class_counts_train": np.bincount(observed, minlength=K).tolist(),
+        "class_counts_train_clean": counts.tolist(),
+        "imbalance": imbalance, "label_noise": label_noise, "n_flipped": n_flip,
+        "pool_sizes": {part: len(pool[part]) for part in ("in", "shifted")},
+        "passages_leaked_removed": pool["leaked"],
+        "passage_lengths": list(ORDER_LENGTHS),
+        "longest_prompt_tokens": longest, "whole_passage_in_view": bool(longest + 1 <= block_size),
+        "splits": f"passages from the broad corpus's validation region (pretraining seed {ORDER_PRETRAIN_SEED}, "
+                  f"character tokenizer) and the held-out modules' docstrings; val {ORDER_VAL_PASSAGES} and test "
+                  f"{ORDER_TEST_PASSAGES} passages, each as its real and its shuffled twin, in the same split; "
+                  f"train = n_examples from the other passages; shifted = {ORDER_SHIFTED_PASSAGES} code comments "
+                  "and their shuffles",
+        "unknown_fraction": _check_vocabulary(tokenizer, sample, "order"),
+        "leakage": "none by construction for a character-level base pretrained with seed "
+                   f"{ORDER_PRETRAIN_SEED}: the passages are outside its training text. Measure with "
+                   "order_leakage(task, pretraining_text)",
+    }
+    return splits, meta, np.array(label_ids, dtype=np.int64), clean
+
+
 def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_noise=0.0, imbalance=1.0):
     """Build a specialized task from offline text, deterministically for a given seed.
 
-    name         "code" (lm), "kind" (classification) or "describe" (instruction)
+    name         "code" (lm), "kind" or "order" (classification), or "describe" (instruction)
     tokenizer    the pretrained checkpoint's tokenizer (CharTokenizer or BPETokenizer)
     n_examples   training examples: windows of block_size tokens (code), passages (kind), pairs (describe);
                  more than the task holds is capped to its maximum with a warning (info() says both)
     seed         picks the splits' members and order, the imbalance subset and the noisy labels
     block_size   longest row in tokens (a window, or prompt + answer)
-    label_noise  kind only: fraction of TRAIN labels flipped to a uniformly drawn other class, in [0, 1)
-    imbalance    kind only: train count of the majority class (prose) / the minority class (comment), >= 1
+    label_noise  kind, order: fraction of TRAIN labels flipped to a uniformly drawn other class, in [0, 1)
+    imbalance    kind, order: train count of the majority class (prose; real) / the minority class, >= 1
     """
     if name not in TASKS:
         raise ValueError(f"name: unknown task {name!r}; valid tasks are {', '.join(TASKS)}")
@@ -639,8 +822,8 @@ def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_n
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise!r}")
     if not isinstance(imbalance, (int, float)) or not 1.0 <= imbalance < float("inf"):
         raise ValueError(f"imbalance must be a finite number >= 1 (1 = balanced), got {imbalance!r}")
-    if name != "kind" and (label_noise != 0.0 or imbalance != 1.0):
-        raise ValueError(f"label_noise and imbalance apply to the classification task 'kind' only; "
+    if name not in ("kind", "order") and (label_noise != 0.0 or imbalance != 1.0):
+        raise ValueError(f"label_noise and imbalance apply to the classification tasks 'kind' and 'order' only; "
                          f"task {name!r} got label_noise={label_noise}, imbalance={imbalance}")
     if not callable(getattr(tokenizer, "encode", None)) or not hasattr(tokenizer, "vocab_size"):
         raise ValueError(f"tokenizer must have encode() and vocab_size, got {type(tokenizer).__name__}")
@@ -657,6 +840,12 @@ def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_n
         task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad,
                     {**common, "kind": "classification", **meta})
         task.classes, task.label_ids, task.train_clean_labels = KIND_CLASSES, label_ids, clean
+    elif name == "order":
+        splits, meta, label_ids, clean = _build_order(tokenizer, n_examples, seed, block_size, label_noise,
+                                                      imbalance)
+        task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad,
+                    {**common, "kind": "classification", **meta})
+        task.classes, task.label_ids, task.train_clean_labels = ORDER_CLASSES, label_ids, clean
     else:
         splits, meta = _build_describe(tokenizer, n_examples, seed, block_size)
         task = Task(name, "instruction", "answer_loss", tokenizer, block_size, splits, pad,
@@ -686,6 +875,17 @@ def kind_leakage(task):
         for c, word in enumerate(KIND_CLASSES):
             texts = [e.text for e in task._split(split) if e.label == c]
             result[f"{split}/{word}"] = sum(t in broad for t in texts) / max(len(texts), 1)
+    return result
+
+
+def order_leakage(task, pretraining_text):
+    """Fraction of the order task's real passages, per split, found verbatim in `pretraining_text` (white
+    space folded to single spaces as in the passages): 0 when the base model never trained on them."""
+    folded = re.sub(r"\s+", " ", pretraining_text)
+    result = {}
+    for split in SPLITS:
+        real = [e.text for e in task._split(split) if e.answer == ORDER_CLASSES[0] and e.label == 0]
+        result[split] = sum(p in folded for p in real) / max(len(real), 1)
     return result
 
 
