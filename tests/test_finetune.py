@@ -2,11 +2,6 @@
 the hooks are called, and bad input fails clearly. (LoRA's math: test_lora.py; baselines and cost:
 test_baselines.py; WiSE-FT: test_forgetting.py.)"""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -220,55 +215,7 @@ def test_bad_inputs_raise_clear_errors(pretrained):
         finetune(checkpoint.load_model(pretrained[0]), other_vocab, ft_config(), progress=False, log=quiet)
 
 
-# --- the command line ---------------------------------------------------------------------------------
-
-
-def run_cli(argv, capsys):
-    import argparse
-
-    from tinyft.finetune import add_finetune_arguments, run_finetune_cli
-
-    parser = argparse.ArgumentParser()
-    add_finetune_arguments(parser)
-    code = run_finetune_cli(parser.parse_args(argv))
-    return code, capsys.readouterr().out
-
-
-def test_cli_end_to_end_prints_a_json_summary_as_the_last_line(pretrained, tmp_path, capsys):
-    code, out = run_cli(["--from", pretrained[0], "--strategy", "lora", "--lora-rank", "2", "--steps", "3",
-                         "--batch-size", "4", "--n-examples", "60", "--eval-every", "3", "--warmup-steps", "1",
-                         "--out", str(tmp_path / "ft"), "--no-progress", "--json"], capsys)
-    assert code == 0
-    summary = json.loads(out.strip().splitlines()[-1])
-    for key in ("strategy", "trainable_params", "total_params", "target_before", "target_after", "wall_s"):
-        assert key in summary, key
-    assert summary["strategy"] == "lora" and 0 < summary["trainable_params"] < summary["total_params"]
-    assert "cost_vs_pretraining" in summary
-    meta = checkpoint.load(tmp_path / "ft" / "ckpt.npz").meta["finetune"]
-    assert meta["export"] == "adapter" and meta["base_checkpoint"] == os.path.abspath(pretrained[0])
-    assert meta["config"]["task"] == "code"
-
-
-def test_python_m_tinyft_finetune_runs_and_prints_json_last(pretrained, tmp_path):
-    cmd = [sys.executable, "-m", "tinyft", "finetune", "--from", pretrained[0], "--strategy", "bitfit", "--steps", "2",
-           "--batch-size", "4", "--n-examples", "60", "--eval-every", "2", "--warmup-steps", "1",
-           "--out", str(tmp_path), "--no-progress", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["strategy"] == "bitfit" and summary["trainable_params"] < summary["total_params"]
-
-
-def test_python_m_tinyft_finetune_unknown_strategy_lists_the_valid_ones(pretrained, tmp_path):
-    cmd = [sys.executable, "-m", "tinyft", "finetune", "--from", pretrained[0], "--strategy", "magic"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "lora" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_cli_rejects_a_checkpoint_without_a_tokenizer(tmp_path, capsys):
-    checkpoint.save(tmp_path / "bare.npz", tiny_gpt())
-    with pytest.raises(ValueError, match="tokenizer"):
-        run_cli(["--from", str(tmp_path / "bare.npz"), "--steps", "1", "--out", str(tmp_path)], capsys)
+# --- classification with a new head -------------------------------------------------------------------
 
 
 def test_classifier_head_trains_alone_on_the_kind_task_and_its_checkpoint_loads_back(pretrained, tmp_path):

@@ -2,11 +2,6 @@
 0 is plain fine-tuning, WiSE-FT's ends are its two models, full fine-tuning at a high lr forgets more than
 LoRA or a low lr (a real run). (The sweep: test_experiments.py.)"""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -302,28 +297,3 @@ def test_full_finetuning_at_a_high_lr_forgets_more_than_lora_or_a_low_lr(source_
     assert amount["full high"] > 0.05
     assert amount["full high"] > amount["lora high"] + 0.03
     assert amount["full high"] > amount["full low"] + 0.03
-
-
-# --- the CLI ----------------------------------------------------------------------------------------------
-
-
-def test_cli_json_last_line_lists_runs_with_gain_and_forgetting(source_run, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    args = ["--from", source_run["path"], "--task", "code", "--strategies", "full,lora", "--lrs", "1e-3",
-            "--mitigations", "none", "--steps", "2", "--batch-size", "2", "--out", str(tmp_path), "--json",
-            "--no-progress"]
-    proc = subprocess.run([sys.executable, "-m", "tinyft", "forgetting", *args], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [r["strategy"] for r in summary["runs"]] == ["full", "lora"]
-    for row in summary["runs"]:
-        assert set(row) >= {"strategy", "lr", "mitigation", "target_gain", "forgetting"}
-
-
-def test_cli_without_from_says_to_pretrain_first(tmp_path):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    fg.add_forgetting_arguments(parser)
-    with pytest.raises(ValueError, match="tinyft pretrain"):
-        fg.run_forgetting_cli(parser.parse_args(["--out", str(tmp_path)]))

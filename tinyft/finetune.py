@@ -8,8 +8,8 @@ Map of this file:
   4. The loop         FinetuneConfig, finetune(...) -> FinetuneResult (lp_ft = probe, then full), hooks
                       for forgetting.py: mitigation.mix_batch(x, y, rng), mitigation.penalty(model),
                       callback(step, model) -> dict; save_finetuned / load_finetuned
-  5. CLI pieces       add_finetune_arguments(parser), run_finetune_cli(args)
-LoRA lives in lora.py, WiSE-FT in forgetting.py, the baselines and the cost of a run in baselines.py.
+LoRA lives in lora.py, WiSE-FT in forgetting.py, the baselines and the cost of a run in baselines.py,
+`python -m tinyft finetune` in cli.py.
 Papers: BitFit (Ben Zaken et al. 2022), LP-FT (Kumar et al. 2022), discriminative fine-tuning / layer-wise
 lr (Howard & Ruder 2018). Lecture note: docs/finetuning.md."""
 
@@ -26,7 +26,6 @@ from . import checkpoint, optim
 from . import functional as F
 from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
 from .lora import (
-    LORA_TARGETS,
     LoRALinear,
     check_lora_args,
     inject_lora,
@@ -695,116 +694,3 @@ def load_finetuned(path, base=None):
     else:
         model.load_state_dict(ckpt.model_state)
     return model
-
-
-# ----------------------------------------------------------------------------------------------------
-# 5. CLI pieces (tinyft/__main__.py wires them in as `python -m tinyft finetune`)
-# ----------------------------------------------------------------------------------------------------
-
-
-def add_finetune_arguments(parser):
-    d = FinetuneConfig()
-    parser.add_argument("--from", dest="from_ckpt", required=True, metavar="CKPT",
-                        help="the pretrained checkpoint (from `python -m tinyft pretrain`)")
-    what = parser.add_argument_group("task and strategy")
-    what.add_argument("--task", default=d.task, help="'code' (language modeling on standard-library source, the "
-                      "default), 'kind' (classification) or 'describe' (instruction)")
-    what.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="what trains (default: %(default)s)")
-    what.add_argument("--k", type=int, default=d.k, help="last_k: how many last blocks train (default: %(default)s)")
-    what.add_argument("--lora-rank", type=int, default=d.lora_rank, help="(default: %(default)s)")
-    what.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="(default: %(default)s)")
-    what.add_argument("--lora-targets", default=",".join(d.lora_targets),
-                      help=f"comma-separated Linear names, from {', '.join(LORA_TARGETS)} (default: %(default)s)")
-    what.add_argument("--lora-save", choices=("adapter", "merged"), default=d.lora_save, help="(default: %(default)s)")
-    what.add_argument("--lp-steps", type=int, default=d.lp_steps,
-                      help="lp_ft: linear-probe steps (default: %(default)s)")
-    what.add_argument("--classifier", choices=("label_tokens", "head"), default=d.classifier,
-                      help="classification: score label tokens, or train a new head (default: %(default)s)")
-    data_group = parser.add_argument_group("data")
-    data_group.add_argument("--n-examples", type=int, default=d.n_examples,
-                            help="training examples (default: %(default)s)")
-    data_group.add_argument("--label-noise", type=float, default=d.label_noise, help="(default: %(default)s)")
-    data_group.add_argument("--imbalance", type=float, default=d.imbalance, help="(default: %(default)s)")
-    train = parser.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the body (default: %(default)s)")
-    train.add_argument("--head-lr", type=float, default=None, help="learning rate of the output layer (default: --lr)")
-    train.add_argument("--layer-decay", type=float, default=d.layer_decay,
-                       help="block i gets lr * decay^(n_layer - i) (default: %(default)s = none)")
-    train.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    train.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="(default: %(default)s)")
-    train.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
-    train.add_argument("--eval-every", type=int, default=d.eval_every, help="(default: %(default)s)")
-    train.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    out = parser.add_argument_group("output")
-    out.add_argument("--out", default=d.out, help="folder for ckpt.npz and history.jsonl (default: %(default)s)")
-    out.add_argument("--baselines", action="store_true",
-                     help="also train from scratch on the same budget, prompt without training, bag of characters")
-    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    out.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-
-
-def load_for_task(path, task_name, n_examples, seed, label_noise=0.0, imbalance=1.0):
-    """(model, tokenizer, task, meta) from a pretrained checkpoint, with the task built on its tokenizer."""
-    from .tasks import build_task
-    from .tokenizers import tokenizer_from_dict
-
-    ckpt = checkpoint.load(path)
-    if not isinstance(ckpt.meta.get("tokenizer"), dict):
-        raise checkpoint.CheckpointError(f"{path!r} holds no tokenizer, so task text cannot be turned into its ids; "
-                                         "use a checkpoint written by `python -m tinyft pretrain`")
-    tokenizer = tokenizer_from_dict(ckpt.meta["tokenizer"])
-    model = load_finetuned(path) if "finetune" in ckpt.meta else checkpoint.load_model(path)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"{path!r}: its tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary has "
-                         f"{model.config.vocab_size}; the checkpoint is inconsistent")
-    task = build_task(task_name, tokenizer, n_examples=n_examples, seed=seed, block_size=model.config.block_size,
-                      label_noise=label_noise, imbalance=imbalance)
-    check_model_fits_task(model, task)
-    return model, tokenizer, task, ckpt.meta
-
-
-def run_finetune_cli(args):
-    """`python -m tinyft finetune`: fine-tune, print a readable report; under --json the summary is the last line."""
-    from .baselines import compare_costs, pretraining_cost, task_baselines
-
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    config = FinetuneConfig(
-        task=args.task, strategy=args.strategy, lr=args.lr, head_lr=args.head_lr, layer_decay=args.layer_decay,
-        steps=args.steps, batch_size=args.batch_size, n_examples=args.n_examples, warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay, eval_every=args.eval_every, k=args.k, lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, lora_targets=targets, lora_save=args.lora_save, lp_steps=args.lp_steps,
-        classifier=args.classifier, label_noise=args.label_noise, imbalance=args.imbalance, seed=args.seed,
-        out=args.out)
-    config.validate()
-    model, tokenizer, task, meta = load_for_task(args.from_ckpt, args.task, args.n_examples, args.seed,
-                                                 args.label_noise, args.imbalance)
-    result = finetune(model, task, config, progress=not args.no_progress, base_checkpoint=args.from_ckpt,
-                      tokenizer=tokenizer)
-    s = result.summary()
-    better = "higher" if s["higher_is_better"] else "lower"
-    if config.strategy == "lp_ft":
-        print(result.report)
-    print(f"task {args.task!r}: {s['metric']} ({better} is better)")
-    print(f"  {'split':<8} {'before':>9} {'after':>9}")
-    for split in SPLITS:
-        print(f"  {split:<8} {task_metric(result.before[split], task):>9.4f} {task_metric(result.after[split], task):>9.4f}")
-    c = result.cost
-    pt = pretraining_cost(meta, result.model) if meta.get("pretrain_config") else None
-    print(f"cost: {c['tokens']:,} tokens, {c['flops']:.3g} FLOPs (estimated), optimizer state "
-          f"{c['optimizer_state_bytes'] / 1024:,.1f} KiB, {s['wall_s']:.1f} s")
-    if pt:
-        ratio = compare_costs(c, pt)
-        s["cost_vs_pretraining"] = ratio
-        print(f"  pretraining: {pt['tokens']:,} tokens, {pt['flops']:.3g} FLOPs: fine-tuning used "
-              f"{100 * (ratio['flops_fraction'] or 0):.2f}% of its FLOPs")
-    if args.baselines:
-        base = task_baselines(checkpoint.load_model(args.from_ckpt), task, config)
-        s["baselines"] = base
-        print("baselines on the same data and budget (test split): "
-              + ", ".join(f"{k} {v}" if not isinstance(v, float) else f"{k} {v:.4f}" for k, v in base.items()))
-    if result.checkpoint:
-        print(f"checkpoint: {result.checkpoint}")
-    if args.json:
-        print(json.dumps(s))
-    return 130 if result.interrupted else 0

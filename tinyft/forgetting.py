@@ -10,11 +10,11 @@ Map of this file:
                            delta_effective_ranks
   4. Mitigations           Replay, fisher_diagonal + EWC, L2SP (hooks of finetune.finetune)
   5. WiSE-FT               wise_ft(pre, ft, alpha): interpolate two weight sets; wise_ft_sweep scores each alpha
-  6. CLI pieces            add_forgetting_arguments(parser), run_forgetting_cli(args)
 Papers: EWC (Kirkpatrick et al. 2017), L2-SP (Li et al. 2018), GEM / BWT (Lopez-Paz & Ranzato 2017),
 RWalk's forgetting measure (Chaudhry et al. 2018), effective rank (Roy & Vetterli 2007), "LoRA Learns Less
 and Forgets Less" (Biderman et al. 2024), WiSE-FT (Wortsman et al. 2022). Lecture note: docs/forgetting.md.
-The sweep that runs many fine-tunings and writes runs.csv / pareto.json is in experiments.py.
+The sweep that runs many fine-tunings and writes runs.csv / pareto.json is in experiments.py, and
+`python -m tinyft forgetting` in cli.py.
 
 0. THE SIGN CONVENTION. "Source" is the pretraining data (its held-out split), "target" the fine-tuning task.
      forgetting  = source loss after - source loss before        (nats/token; > 0 means the model forgot)
@@ -25,9 +25,7 @@ The sweep that runs many fine-tunings and writes runs.csv / pareto.json is in ex
    metrics follow the same rule: backward/forward transfer > 0 is good, the forgetting measure > 0 is bad.
 """
 
-import argparse
 import dataclasses
-import json
 import math
 import os
 
@@ -35,7 +33,7 @@ import numpy as np
 
 from . import checkpoint, data
 from .autograd import get_rng_state, no_grad, set_rng_state
-from .finetune import STRATEGIES, ClassifierModel, evaluate, gpt_of, untie_head
+from .finetune import ClassifierModel, evaluate, gpt_of, untie_head
 from .lora import LoRALinear, is_lora_parameter
 from .nn import GPT
 
@@ -557,83 +555,3 @@ def wise_ft_sweep(pre_state, model, task, source_batches, alphas=(0.0, 0.25, 0.5
         row["target_gain"] = target_gain(t0, row["target"], higher)
         row["forgetting"] = forgetting(s0, row["source_loss"])
     return rows
-
-
-# ----------------------------------------------------------------------------------------------------
-# 6. CLI pieces (tinyft/__main__.py wires them to `python -m tinyft forgetting`)
-# ----------------------------------------------------------------------------------------------------
-
-
-def _csv_list(kind, convert=str):
-    def parse(text):
-        try:
-            items = [convert(item.strip()) for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind}, got {text!r}") from None
-        if not items:
-            raise argparse.ArgumentTypeError(f"expected at least one {kind}")
-        return items
-    return parse
-
-
-def add_forgetting_arguments(parser):
-    """The flags of `python -m tinyft forgetting` (defaults: a sweep of a few minutes on 2 cores)."""
-    parser.add_argument("--from", dest="from_ckpt", metavar="CKPT", default=None,
-                        help="pretrained checkpoint (ckpt.npz from `python -m tinyft pretrain`); required")
-    parser.add_argument("--task", default="code",
-                        help="fine-tuning task: code (LM on stdlib source), kind, describe (default: %(default)s)")
-    parser.add_argument("--strategies", type=_csv_list("strategies"), default=["full", "lora"],
-                        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: full,lora)")
-    parser.add_argument("--lrs", type=_csv_list("learning rates", float), default=[1e-3, 1e-4],
-                        help="comma-separated peak learning rates (default: 1e-3,1e-4)")
-    parser.add_argument("--mitigations", type=_csv_list("mitigations"), default=["none", "replay"],
-                        help=f"comma-separated, from {', '.join(MITIGATIONS)} (default: none,replay)")
-    parser.add_argument("--replay-fraction", type=float, default=0.25,
-                        help="replay: share of each batch drawn from the source (default: %(default)s)")
-    parser.add_argument("--ewc-lambda", type=float, default=1e4, help="EWC strength lambda (default: %(default)s)")
-    parser.add_argument("--l2sp-alpha", type=float, default=0.3, help="L2-SP strength alpha (default: %(default)s)")
-    parser.add_argument("--wise-alphas", type=_csv_list("alphas", float), default=[],
-                        help="also score WiSE-FT interpolations at these alphas, e.g. 0,0.25,0.5,0.75,1")
-    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per run (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per setting: seed, seed+1, ... (default: %(default)s)")
-    parser.add_argument("--out", default="runs/forgetting",
-                        help="folder for runs.csv, runs.json, pareto.json; rerun to resume (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-
-
-def run_forgetting_cli(args):
-    """`python -m tinyft forgetting`: run the sweep, print the table, and under --json a summary last."""
-    from .experiments import PARETO_JSON, RUNS_CSV, RUNS_JSON, format_table, run_sweep, summarize_wise
-
-    if not args.from_ckpt:
-        raise ValueError("--from CKPT is required: the pretrained checkpoint to fine-tune. "
-                         "Make one first with `python -m tinyft pretrain` (it writes runs/pretrain/ckpt.npz)")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    result = run_sweep(args.from_ckpt, strategies=args.strategies, lrs=args.lrs, mitigations=args.mitigations,
-                       seeds=list(range(args.seed, args.seed + args.seeds)), steps=args.steps, out=args.out,
-                       task=args.task, batch_size=args.batch_size, replay_fraction=args.replay_fraction,
-                       ewc_lambda=args.ewc_lambda, l2sp_alpha=args.l2sp_alpha, wise_alphas=args.wise_alphas,
-                       progress=not args.no_progress)
-    runs = result["runs"]
-    metric = runs[0]["metric"] if runs else "?"
-    print(f"target gain: {metric} on the task's test split (> 0 learned); forgetting: source loss after - "
-          "before, nats/token (> 0 forgot)")
-    print(format_table(result["summary"]))
-    wise = summarize_wise(runs)
-    if wise:
-        print("WiSE-FT after the fact, theta = (1 - alpha) theta_pre + alpha theta_ft (means over seeds):")
-        print(format_table(wise, first="interpolated run"))
-    print(f"Pareto-optimal: {', '.join(result['pareto']['pareto_optimal'])}")
-    print(f"written: {os.path.join(args.out, RUNS_CSV)}, {RUNS_JSON}, {PARETO_JSON}")
-    if args.json:
-        keep = ("strategy", "lr", "mitigation", "seed", "metric", "target_before", "target_after", "target_gain",
-                "source_before", "source_after", "forgetting", "trainable_params", "weight_drift", "delta_erank",
-                "wise_ft", "wall_s")
-        print(json.dumps({"runs": [{k: r[k] for k in keep if k in r} for r in runs],
-                          "summary": result["summary"], "pareto_optimal": result["pareto"]["pareto_optimal"],
-                          "out": args.out}))
-    return 0
