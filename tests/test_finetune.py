@@ -1,99 +1,36 @@
-"""Fine-tuning: each strategy trains exactly what it says, LoRA / WiSE-FT / LP-FT keep their promises,
-fine-tuning a pretrained model beats training from scratch, and bad input fails clearly."""
-
-import contextlib
-import json
-import os
-import subprocess
-import sys
+"""Fine-tuning: each strategy trains exactly what it says, LoRA checkpoints and LP-FT keep their promises,
+the hooks are called, and bad input fails clearly. (LoRA's math: test_lora.py; baselines and cost:
+test_baselines.py; WiSE-FT: test_forgetting.py.)"""
 
 import numpy as np
 import pytest
 
-from tinyft import checkpoint, data, optim
+from conftest import CodeWindows, one_blas_thread, quiet
+
+from tinyft import checkpoint, optim, tasks
 from tinyft.autograd import manual_seed
 from tinyft.finetune import (
     STRATEGIES,
     FinetuneConfig,
-    LoRALinear,
     apply_strategy,
     describe_trainable,
     finetune,
-    inject_lora,
     learning_rates,
     load_finetuned,
-    lora_state_dict,
-    merged_state_dict,
     param_groups,
-    run_cost,
     save_finetuned,
-    train_from_scratch,
-    wise_ft,
 )
+from tinyft.lora import LoRALinear, inject_lora, lora_state_dict
 from tinyft.nn import GPT, GPTConfig
-from tinyft.pretrain import PretrainConfig, pretrain
 from tinyft.tokenizers import CharTokenizer
 
 BLOCK = 32
-
-
-def quiet(*args, **kwargs):
-    pass
-
-
-class CodeWindows:
-    """A small LM task with the tasks.py protocol: windows of real standard-library source, split in three."""
-
-    name, kind, metric, higher_is_better = "code-windows", "lm", "loss", False
-
-    def __init__(self, tokenizer, block_size=BLOCK, chars=60_000):
-        text = data.load_corpus("stdlib_code")[:chars]
-        ids = tokenizer.encode(text)
-        n = len(ids)
-        self.tokenizer, self.block_size = tokenizer, block_size
-        self.ids = {"train": ids[:int(0.7 * n)], "val": ids[int(0.7 * n):int(0.8 * n)],
-                    "test": ids[int(0.8 * n):int(0.9 * n)], "shifted": ids[int(0.9 * n):]}
-
-    def batch(self, split, batch_size, rng):
-        return data.get_batch(self.ids[split], batch_size, self.block_size, rng)
-
-    def evaluate(self, model, split):
-        rng = np.random.default_rng(123)
-        losses = [model(*self.batch(split, 16, rng))[1].item() for _ in range(2)]
-        return {"loss": float(np.mean(losses))}
-
-
-def one_blas_thread():
-    """These models are tiny: BLAS threads only fight each other (and other jobs) on a 2-core machine."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional; without it the tests are merely slower on a busy machine
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_blas_thread_here():
     with one_blas_thread():
         yield
-
-
-@pytest.fixture(scope="session")
-def pretrained(tmp_path_factory):
-    """A 2-layer, 32-wide GPT pretrained for 400 steps on the broad corpus (validation loss ~3.0 nats/char,
-    the unigram baseline ~3.3); its checkpoint path and tokenizer."""
-    out = tmp_path_factory.mktemp("pretrain")
-    config = PretrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, batch_size=16, lr=3e-2, min_lr=1e-3,
-                            warmup_steps=5, steps=400, eval_every=400, eval_batches=2, checkpoint_every=1000,
-                            sample_tokens=5, seed=0, out=str(out))
-    with one_blas_thread():  # a session fixture starts before the module's limit applies
-        result = pretrain(config, progress=False, log=quiet)
-    return result.checkpoint, result.tokenizer
-
-
-@pytest.fixture(scope="session")
-def task(pretrained):
-    return CodeWindows(pretrained[1])
 
 
 def tiny_gpt(vocab=20, n_layer=2, seed=0):
@@ -176,36 +113,7 @@ def test_untied_head_checkpoint_loads_back_with_its_own_head(tmp_path):
     assert loaded.lm_head.weight is not loaded.transformer.wte.weight
 
 
-# --- LoRA ---------------------------------------------------------------------------------------------
-
-
-def test_lora_at_initialization_equals_the_base_model():
-    model = tiny_gpt()
-    x = np.random.default_rng(1).integers(0, 20, size=(2, 8))
-    base = model(x)[0].data.copy()
-    layers = inject_lora(model, rank=4, alpha=8, targets=("c_attn", "c_proj", "c_fc"))
-    assert len(layers) == 2 * 4 and all(np.all(layer.lora_B.data == 0) for layer in layers)
-    np.testing.assert_array_equal(model(x)[0].data, base)
-
-
-def test_lora_merged_equals_unmerged():
-    model = tiny_gpt()
-    layers = inject_lora(model, rank=4, alpha=8, targets=("c_attn", "mlp.c_fc"))
-    rng = np.random.default_rng(2)
-    for layer in layers:
-        layer.lora_B.data[...] = rng.normal(0, 0.1, layer.lora_B.shape)
-    x = rng.integers(0, 20, size=(2, 8))
-    unmerged = model(x)[0].data.copy()
-    weights = [layer.weight.data.copy() for layer in layers]
-    for layer in layers:
-        layer.merge()
-    np.testing.assert_allclose(model(x)[0].data, unmerged, rtol=1e-4, atol=1e-5)
-    for layer, w in zip(layers, weights):
-        layer.unmerge()
-        np.testing.assert_allclose(layer.weight.data, w, atol=1e-6)
-    plain = tiny_gpt(seed=9)
-    plain.load_state_dict(merged_state_dict(model))  # merged export is a plain GPT
-    np.testing.assert_allclose(plain(x)[0].data, unmerged, rtol=1e-4, atol=1e-5)
+# --- LoRA checkpoints (the adapter itself: tests/test_lora.py) ------------------------------------------
 
 
 def test_lora_adapter_checkpoint_holds_only_the_adapters_and_loads_back(tmp_path, pretrained):
@@ -224,19 +132,7 @@ def test_lora_adapter_checkpoint_holds_only_the_adapters_and_loads_back(tmp_path
                                rtol=1e-4, atol=1e-5)
 
 
-# --- WiSE-FT, LP-FT, learning rates ---------------------------------------------------------------------
-
-
-def test_wise_ft_at_0_and_1_equals_its_endpoints():
-    a, b = tiny_gpt(seed=0).state_dict(), tiny_gpt(seed=1).state_dict()
-    for name in a:
-        np.testing.assert_array_equal(wise_ft(a, b, 0.0)[name], a[name])
-        np.testing.assert_array_equal(wise_ft(a, b, 1.0)[name], b[name])
-        np.testing.assert_allclose(wise_ft(a, b, 0.5)[name], (a[name] + b[name]) / 2, rtol=1e-6, atol=1e-7)
-    with pytest.raises(ValueError, match="different names"):
-        wise_ft(a, {**b, "extra": np.zeros(1)}, 0.5)
-    with pytest.raises(ValueError, match="shape"):
-        wise_ft(a, {**b, "transformer.wpe.weight": np.zeros((3, 3))}, 0.5)
+# --- LP-FT, learning rates ---------------------------------------------------------------------------
 
 
 def test_lp_ft_second_phase_starts_from_the_probed_head(pretrained, task):
@@ -302,32 +198,6 @@ def test_mitigation_hooks_are_called_every_step(pretrained, task):
     assert [row["seen"] for row in result.history] == [1, 2, 3]
 
 
-# --- does it work, and what does it cost ------------------------------------------------------------
-
-
-def test_finetuning_a_pretrained_model_beats_training_from_scratch_on_held_out_data(pretrained, task):
-    # lr 1e-2 is the better of {3e-3, 1e-2} for the model trained from scratch: the comparison favours it
-    config = ft_config(steps=20, batch_size=8, lr=1e-2, warmup_steps=4, eval_every=20)
-    tuned = finetune(checkpoint.load_model(pretrained[0]), task, config, progress=False, log=quiet)
-    scratch = train_from_scratch(checkpoint.load_model(pretrained[0]), task, config, progress=False, log=quiet)
-    assert tuned.after["test"]["loss"] < tuned.before["test"]["loss"]
-    assert tuned.after["test"]["loss"] < scratch.after["test"]["loss"] - 0.1
-    s = tuned.summary()
-    assert s["target_after"] < s["target_before"] and s["trainable_params"] == s["total_params"]
-
-
-def test_cost_full_is_six_n_per_token_and_a_head_costs_less():
-    model = tiny_gpt()
-    apply_strategy(model, "full")
-    n = sum(p.size for name, p in model.named_parameters() if p.ndim == 2 and "wpe" not in name)
-    full = run_cost(model, tokens=100, wall_s=1.0)
-    assert full["flops"] == 6 * n * 100 and full["optimizer_state_bytes"] == 2 * 4 * model.num_parameters()
-    head_model = tiny_gpt()
-    apply_strategy(head_model, "head")
-    head = run_cost(head_model, tokens=100, wall_s=1.0)
-    assert head["flops"] == 2 * n * 100 + 4 * 20 * 16 * 100 and head["optimizer_state_bytes"] == 2 * 4 * 20 * 16
-
-
 # --- bad input ----------------------------------------------------------------------------------------
 
 
@@ -345,61 +215,10 @@ def test_bad_inputs_raise_clear_errors(pretrained):
         finetune(checkpoint.load_model(pretrained[0]), other_vocab, ft_config(), progress=False, log=quiet)
 
 
-# --- the command line ---------------------------------------------------------------------------------
-
-
-def run_cli(argv, capsys):
-    import argparse
-
-    from tinyft.finetune import add_finetune_arguments, run_finetune_cli
-
-    parser = argparse.ArgumentParser()
-    add_finetune_arguments(parser)
-    code = run_finetune_cli(parser.parse_args(argv))
-    return code, capsys.readouterr().out
-
-
-def test_cli_end_to_end_prints_a_json_summary_as_the_last_line(pretrained, tmp_path, capsys):
-    pytest.importorskip("tinyft.tasks")
-    code, out = run_cli(["--from", pretrained[0], "--strategy", "lora", "--lora-rank", "2", "--steps", "3",
-                         "--batch-size", "4", "--n-examples", "60", "--eval-every", "3", "--warmup-steps", "1",
-                         "--out", str(tmp_path / "ft"), "--no-progress", "--json"], capsys)
-    assert code == 0
-    summary = json.loads(out.strip().splitlines()[-1])
-    for key in ("strategy", "trainable_params", "total_params", "target_before", "target_after", "wall_s"):
-        assert key in summary, key
-    assert summary["strategy"] == "lora" and 0 < summary["trainable_params"] < summary["total_params"]
-    assert "cost_vs_pretraining" in summary
-    meta = checkpoint.load(tmp_path / "ft" / "ckpt.npz").meta["finetune"]
-    assert meta["export"] == "adapter" and meta["base_checkpoint"] == os.path.abspath(pretrained[0])
-    assert meta["config"]["task"] == "code"
-
-
-def test_python_m_tinyft_finetune_runs_and_prints_json_last(pretrained, tmp_path):
-    cmd = [sys.executable, "-m", "tinyft", "finetune", "--from", pretrained[0], "--strategy", "bitfit", "--steps", "2",
-           "--batch-size", "4", "--n-examples", "60", "--eval-every", "2", "--warmup-steps", "1",
-           "--out", str(tmp_path), "--no-progress", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["strategy"] == "bitfit" and summary["trainable_params"] < summary["total_params"]
-
-
-def test_python_m_tinyft_finetune_unknown_strategy_lists_the_valid_ones(pretrained, tmp_path):
-    cmd = [sys.executable, "-m", "tinyft", "finetune", "--from", pretrained[0], "--strategy", "magic"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "lora" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_cli_rejects_a_checkpoint_without_a_tokenizer(tmp_path, capsys):
-    pytest.importorskip("tinyft.tasks")
-    checkpoint.save(tmp_path / "bare.npz", tiny_gpt())
-    with pytest.raises(ValueError, match="tokenizer"):
-        run_cli(["--from", str(tmp_path / "bare.npz"), "--steps", "1", "--out", str(tmp_path)], capsys)
+# --- classification with a new head -------------------------------------------------------------------
 
 
 def test_classifier_head_trains_alone_on_the_kind_task_and_its_checkpoint_loads_back(pretrained, tmp_path):
-    tasks = pytest.importorskip("tinyft.tasks")
     kind = tasks.build_task("kind", pretrained[1], n_examples=40, seed=0, block_size=BLOCK)
     config = ft_config(task="kind", strategy="head", classifier="head", steps=3, out=str(tmp_path / "ft"))
     result = finetune(checkpoint.load_model(pretrained[0]), kind, config, progress=False, log=quiet)

@@ -1,61 +1,18 @@
 """Forgetting: the measurements mean what they say, the mitigations' penalties and Fisher are right, replay at
-0 is plain fine-tuning, full fine-tuning at a high lr forgets more than LoRA or a low lr (a real run), and the
-sweep resumes and speaks JSON."""
-
-import json
-import os
-import subprocess
-import sys
+0 is plain fine-tuning, WiSE-FT's ends are its two models, full fine-tuning at a high lr forgets more than
+LoRA or a low lr (a real run). (The sweep: test_experiments.py.)"""
 
 import numpy as np
 import pytest
 
-from tinyft import checkpoint, data
+from conftest import quiet
+
+from tinyft import checkpoint
 from tinyft import forgetting as fg
 from tinyft.autograd import manual_seed
 from tinyft.finetune import FinetuneConfig, apply_strategy, finetune
 from tinyft.gradcheck import gradcheck
 from tinyft.nn import GPT, GPTConfig
-from tinyft.pretrain import PretrainConfig, fixed_batches, pretrain
-
-BLOCK = 32
-
-
-def quiet(*args, **kwargs):
-    pass
-
-
-class CodeWindows:
-    """A small LM task with the tasks.py protocol: windows of real standard-library source, split in four."""
-
-    name, kind, metric, higher_is_better = "code-windows", "lm", "loss", False
-
-    def __init__(self, tokenizer, block_size=BLOCK, chars=40_000):
-        ids = tokenizer.encode(data.load_corpus("stdlib_code")[:chars])
-        n = len(ids)
-        self.tokenizer, self.block_size = tokenizer, block_size
-        self.ids = {"train": ids[:int(0.7 * n)], "val": ids[int(0.7 * n):int(0.8 * n)],
-                    "test": ids[int(0.8 * n):int(0.9 * n)], "shifted": ids[int(0.9 * n):]}
-
-    def batch(self, split, batch_size, rng):
-        return data.get_batch(self.ids[split], batch_size, self.block_size, rng)
-
-    def evaluate(self, model, split):
-        rng = np.random.default_rng(123)
-        return {"loss": float(np.mean([model(*self.batch(split, 16, rng))[1].item() for _ in range(2)]))}
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A 2-layer, 32-wide character GPT pretrained for 60 steps on the broad corpus, with its source splits."""
-    out = tmp_path_factory.mktemp("pretrain")
-    config = PretrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, batch_size=16, lr=1e-2, min_lr=1e-3,
-                            warmup_steps=5, steps=60, eval_every=60, eval_batches=2, checkpoint_every=1000,
-                            sample_tokens=5, seed=0, out=str(out))
-    result = pretrain(config, progress=False, log=quiet)
-    tokenizer, train_ids, val_ids = fg.source_data(result.checkpoint)
-    return {"path": result.checkpoint, "tokenizer": tokenizer, "source_train": train_ids,
-            "measure": fixed_batches(val_ids, 4, 8, BLOCK, seed=4321), "task": CodeWindows(tokenizer)}
 
 
 def ft_config(**overrides):
@@ -77,11 +34,11 @@ def tiny_float64_gpt(seed=0, vocab=7, n_embd=4):
 # --- measurements ------------------------------------------------------------------------------------
 
 
-def test_no_finetuning_gives_exactly_zero_forgetting_and_zero_gain(pretrained):
-    model = checkpoint.load_model(pretrained["path"])
-    before = fg.source_loss(model, pretrained["measure"])
-    result = finetune(model, pretrained["task"], ft_config(steps=0), progress=False, log=quiet)
-    after = fg.source_loss(result.model, pretrained["measure"])
+def test_no_finetuning_gives_exactly_zero_forgetting_and_zero_gain(source_run):
+    model = checkpoint.load_model(source_run["path"])
+    before = fg.source_loss(model, source_run["measure"])
+    result = finetune(model, source_run["task"], ft_config(steps=0), progress=False, log=quiet)
+    after = fg.source_loss(result.model, source_run["measure"])
     assert fg.forgetting(before, after) == 0.0
     assert fg.target_gain(result.before["test"]["loss"], result.after["test"]["loss"], False) == 0.0
     assert fg.perplexity(before) == pytest.approx(np.exp(before))
@@ -93,13 +50,13 @@ def test_sign_convention_positive_forgetting_means_worse_and_positive_gain_means
     assert fg.target_gain(before=0.6, after=0.8, higher_is_better=True) == pytest.approx(0.2)  # accuracy rose
 
 
-def test_source_loss_callback_records_the_curve_every_n_steps_only(pretrained):
-    callback = fg.source_loss_callback(pretrained["measure"], every=2)
-    model = checkpoint.load_model(pretrained["path"])
-    result = finetune(model, pretrained["task"], ft_config(steps=4, eval_every=2), callback=callback,
+def test_source_loss_callback_records_the_curve_every_n_steps_only(source_run):
+    callback = fg.source_loss_callback(source_run["measure"], every=2)
+    model = checkpoint.load_model(source_run["path"])
+    result = finetune(model, source_run["task"], ft_config(steps=4, eval_every=2), callback=callback,
                       progress=False, log=quiet)
     assert [row["step"] for row in result.history if "source_loss" in row] == [2, 4]
-    assert result.history[-1]["source_loss"] == fg.source_loss(result.model, pretrained["measure"])
+    assert result.history[-1]["source_loss"] == fg.source_loss(result.model, source_run["measure"])
     curve = fg.learning_forgetting_curve(result.history, 1.0, 2.0, "loss", False)
     assert [p["step"] for p in curve] == [0, 2, 4]
     assert curve[2]["forgetting"] == pytest.approx(result.history[-1]["source_loss"] - 1.0)
@@ -140,6 +97,18 @@ def test_forgetting_measure_uses_the_best_earlier_stage_not_the_diagonal():
     assert fg.backward_transfer(R3) == pytest.approx(((0.6 - 0.5) + (0.9 - 0.9)) / 2)
 
 
+def test_forgetting_measure_is_negative_when_a_task_gets_better_at_the_last_stage():
+    # Task 0 improves at every stage (0.5 -> 0.6 -> 0.9): it was never better before the last stage than
+    # at it, so its forgetting is negative. The max runs over the stages BEFORE the last one only; taking
+    # it over all stages would clip task 0 at 0 and give (0 + 0.1) / 2 = 0.05 instead.
+    R_up = np.array([[0.5, 0.1, 0.1],   # after stage 0
+                     [0.6, 0.8, 0.2],   # after stage 1
+                     [0.9, 0.7, 0.9]])  # after stage 2: task 0 better than ever, task 1 down from 0.8
+    by_hand = ((max(0.5, 0.6) - 0.9) + (max(0.1, 0.8) - 0.7)) / 2  # (-0.3 + 0.1) / 2 = -0.1
+    assert fg.forgetting_measure(R_up) == pytest.approx(by_hand) == pytest.approx(-0.1)
+    assert fg.forgetting_measure(1.0 - R_up, higher_is_better=False) == pytest.approx(-0.1)  # as losses
+
+
 def test_loss_matrices_flip_the_signs_so_positive_forgetting_still_means_worse():
     L = 1.0 - R  # a "loss" that falls as accuracy rises
     assert fg.backward_transfer(L, higher_is_better=False) == pytest.approx(fg.backward_transfer(R))
@@ -174,12 +143,12 @@ def test_weight_drift_is_the_relative_norm_of_the_change_per_parameter():
     assert fg.weight_drift(pre, post) == {"a": pytest.approx(1 / 5), "b": float("inf"), "c": 0.0}
 
 
-def test_lora_changes_are_low_rank_and_full_finetuning_changes_are_not(pretrained):
+def test_lora_changes_are_low_rank_and_full_finetuning_changes_are_not(source_run):
     ranks = {}
     for strategy in ("full", "lora"):
-        model = checkpoint.load_model(pretrained["path"])
+        model = checkpoint.load_model(source_run["path"])
         pre = model.state_dict()
-        result = finetune(model, pretrained["task"], ft_config(strategy=strategy, steps=6, lora_rank=2, lr=1e-2),
+        result = finetune(model, source_run["task"], ft_config(strategy=strategy, steps=6, lora_rank=2, lr=1e-2),
                           progress=False, log=quiet)
         post = fg.effective_state(result.model)
         name = "transformer.h.0.attn.c_attn.weight"
@@ -268,11 +237,11 @@ def test_penalties_reach_lora_through_the_effective_weight_and_skip_frozen_param
     assert gradcheck(lambda *_: l2sp.penalty(model), [layer.lora_A, layer.lora_B])
 
 
-def test_replay_at_fraction_zero_equals_plain_finetuning_bit_for_bit(pretrained):
+def test_replay_at_fraction_zero_equals_plain_finetuning_bit_for_bit(source_run):
     runs = []
-    for mitigations in ((), (fg.Replay(pretrained["source_train"], 0.0),)):
-        model = checkpoint.load_model(pretrained["path"])
-        result = finetune(model, pretrained["task"], ft_config(steps=5), mitigations=mitigations, progress=False,
+    for mitigations in ((), (fg.Replay(source_run["source_train"], 0.0),)):
+        model = checkpoint.load_model(source_run["path"])
+        result = finetune(model, source_run["task"], ft_config(steps=5), mitigations=mitigations, progress=False,
                           log=quiet)
         runs.append((result.model.state_dict(), [row["train_loss"] for row in result.history]))
     (a, losses_a), (b, losses_b) = runs
@@ -294,98 +263,37 @@ def test_replay_replaces_round_fraction_times_b_rows_with_source_windows():
         fg.Replay(source, 1.5)
 
 
+def test_wise_ft_at_0_and_1_equals_its_endpoints():
+    manual_seed(0)
+    a = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16)).state_dict()
+    manual_seed(1)
+    b = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16)).state_dict()
+    for name in a:
+        np.testing.assert_array_equal(fg.wise_ft(a, b, 0.0)[name], a[name])
+        np.testing.assert_array_equal(fg.wise_ft(a, b, 1.0)[name], b[name])
+        np.testing.assert_allclose(fg.wise_ft(a, b, 0.5)[name], (a[name] + b[name]) / 2, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="different names"):
+        fg.wise_ft(a, {**b, "extra": np.zeros(1)}, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        fg.wise_ft(a, {**b, "transformer.wpe.weight": np.zeros((3, 3))}, 0.5)
+
+
 # --- a real run: what forgets more --------------------------------------------------------------------
 
 
-def test_full_finetuning_at_a_high_lr_forgets_more_than_lora_or_a_low_lr(pretrained):
+def test_full_finetuning_at_a_high_lr_forgets_more_than_lora_or_a_low_lr(source_run):
     amount = {}
     for name, strategy, lr in (("full high", "full", 1e-2), ("lora high", "lora", 1e-2), ("full low", "full", 1e-4)):
-        model = checkpoint.load_model(pretrained["path"])
-        before = fg.source_loss(model, pretrained["measure"])
-        result = finetune(model, pretrained["task"], ft_config(strategy=strategy, lr=lr, steps=40, batch_size=8,
+        model = checkpoint.load_model(source_run["path"])
+        before = fg.source_loss(model, source_run["measure"])
+        result = finetune(model, source_run["task"], ft_config(strategy=strategy, lr=lr, steps=40, batch_size=8,
                                                                warmup_steps=2, eval_every=40, lora_rank=4,
                                                                lora_targets=("c_attn", "mlp.c_fc")),
                           progress=False, log=quiet)
-        amount[name] = fg.forgetting(before, fg.source_loss(result.model, pretrained["measure"]))
+        amount[name] = fg.forgetting(before, fg.source_loss(result.model, source_run["measure"]))
         assert result.before["test"]["loss"] - result.after["test"]["loss"] > 0, name  # every run learned
     # Checked over fine-tuning seeds 0-2 and pretraining seeds 0-1: full high 0.08-0.14, LoRA 0.005-0.03,
     # full low 0.003-0.013 nats/token; the margins below are about half the smallest gap seen.
     assert amount["full high"] > 0.05
     assert amount["full high"] > amount["lora high"] + 0.03
     assert amount["full high"] > amount["full low"] + 0.03
-
-
-# --- the sweep and the CLI ------------------------------------------------------------------------------
-
-
-def test_sweep_writes_its_tables_and_a_rerun_does_not_redo_finished_runs(pretrained, tmp_path, monkeypatch):
-    calls = []
-    real = fg.finetune
-
-    def counting(*args, **kwargs):
-        calls.append(args[2].strategy)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fg, "finetune", counting)
-    kwargs = dict(strategies=("full", "lora"), lrs=(3e-3,), mitigations=("none",), seeds=(0,), steps=3,
-                  out=str(tmp_path), task=pretrained["task"], batch_size=4, source_batches=2, source_batch_size=4,
-                  log=quiet)
-    first = fg.run_sweep(pretrained["path"], **kwargs)
-    assert calls == ["full", "lora"]
-    for name in ("runs.csv", "runs.json", "pareto.json"):
-        assert os.path.exists(tmp_path / name)
-    assert len((tmp_path / "runs.csv").read_text().splitlines()) == 3  # header + 2 runs
-
-    second = fg.run_sweep(pretrained["path"], **kwargs)
-    assert calls == ["full", "lora"]  # nothing redone
-    assert second["runs"] == first["runs"]
-
-    saved = json.loads((tmp_path / "runs.json").read_text())
-    saved["runs"] = saved["runs"][:1]  # as if the sweep had stopped during the second run
-    (tmp_path / "runs.json").write_text(json.dumps(saved))
-    fg.run_sweep(pretrained["path"], **kwargs)
-    assert calls == ["full", "lora", "lora"]  # only the missing run
-
-    with pytest.raises(ValueError, match="other settings"):
-        fg.run_sweep(pretrained["path"], **{**kwargs, "steps": 4})
-
-
-def test_sweep_rows_carry_gain_forgetting_and_a_pareto_flag_with_seed_spread(pretrained, tmp_path):
-    result = fg.run_sweep(pretrained["path"], strategies=("full",), lrs=(3e-3,), mitigations=("replay", "ewc", "l2sp"),
-                          seeds=(0, 1), steps=2, out=str(tmp_path), task=pretrained["task"], batch_size=4,
-                          source_batches=2, source_batch_size=4, fisher_batches=1, wise_alphas=(0.0, 0.5, 1.0),
-                          log=quiet)
-    assert len(result["runs"]) == 6
-    for row in result["runs"]:
-        assert row["forgetting"] == pytest.approx(row["source_after"] - row["source_before"])
-        assert row["target_gain"] == pytest.approx(row["target_before"] - row["target_after"])
-        assert row["wise_ft"][0]["forgetting"] == pytest.approx(0.0, abs=1e-6)  # alpha 0: the pretrained model
-        assert row["wise_ft"][2]["source_loss"] == pytest.approx(row["source_after"], rel=1e-5)  # alpha 1
-    assert all(s["n_seeds"] == 2 for s in result["summary"])
-    pareto = json.loads((tmp_path / "pareto.json").read_text())
-    assert any(p["pareto_optimal"] for p in pareto["points"])
-    assert {p["label"] for p in pareto["points"]} >= {"full lr=0.003 ewc", "full lr=0.003 ewc wise_ft(0.5)"}
-
-
-def test_cli_json_last_line_lists_runs_with_gain_and_forgetting(pretrained, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    args = ["--from", pretrained["path"], "--task", "code", "--strategies", "full,lora", "--lrs", "1e-3",
-            "--mitigations", "none", "--steps", "2", "--batch-size", "2", "--out", str(tmp_path), "--json",
-            "--no-progress"]
-    proc = subprocess.run([sys.executable, "-m", "tinyft", "forgetting", *args], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [r["strategy"] for r in summary["runs"]] == ["full", "lora"]
-    for row in summary["runs"]:
-        assert set(row) >= {"strategy", "lr", "mitigation", "target_gain", "forgetting"}
-
-
-def test_cli_without_from_says_to_pretrain_first(tmp_path):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    fg.add_forgetting_arguments(parser)
-    with pytest.raises(ValueError, match="tinyft pretrain"):
-        fg.run_forgetting_cli(parser.parse_args(["--out", str(tmp_path)]))
-    with pytest.raises(ValueError, match="unknown mitigation"):
-        fg.run_sweep(__file__, mitigations=("dropout",))

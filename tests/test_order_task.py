@@ -73,7 +73,7 @@ def test_classes_are_balanced_and_passages_fit_the_block(task):
 
 
 def test_bag_of_characters_is_exactly_at_chance(task):
-    from tinyft.tasks import bag_of_chars_baseline  # moved to baselines.py by the layout change
+    from tinyft.baselines import bag_of_chars_baseline
 
     result = bag_of_chars_baseline(task)
     # equal features for twins -> equal predictions for twins -> one right, one wrong in every pair

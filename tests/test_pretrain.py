@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -88,25 +86,6 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path):
     not_a_folder.write_text("x")
     with pytest.raises(ValueError, match="--out"):
         pretrain(tiny_config(not_a_folder / "sub"), progress=False, log=quiet)
-
-
-def test_cli_runs_end_to_end_and_prints_a_json_summary_last(tmp_path):
-    cmd = [sys.executable, "-m", "tinyft", "pretrain", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-           "--block-size", "16", "--batch-size", "2", "--steps", "4", "--eval-every", "2", "--warmup-steps", "1",
-           "--out", str(tmp_path), "--no-progress", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("final_val_loss", "steps", "tokens_per_s", "checkpoint"):
-        assert key in summary
-    assert summary["steps"] == 4 and os.path.exists(summary["checkpoint"])
-
-
-def test_cli_bad_corpus_exits_with_one_clear_line(tmp_path):
-    cmd = [sys.executable, "-m", "tinyft", "pretrain", "--corpus", "nope", "--out", str(tmp_path), "--steps", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    assert "error:" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_resume_auto_trains_once_then_returns_the_finished_run(tmp_path):

@@ -30,7 +30,7 @@ def run_demo(out="runs/demo", pretrain_steps=900, finetune_steps=200, lr=1e-3, s
        (forgetting = after - before), the trainable fraction and the wall time.
     pretrain_overrides: PretrainConfig fields to change (tests pass a tiny model: n_layer=1, n_embd=16, ...).
     """
-    from .forgetting import run_sweep
+    from .experiments import run_sweep
     from .pretrain import PretrainConfig, pretrain
 
     start = time.perf_counter()

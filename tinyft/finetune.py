@@ -3,22 +3,18 @@
 Map of this file:
   1. Strategies       STRATEGIES, apply_strategy(model, name) -> StrategyReport, describe_trainable(model);
                       the tied wte/lm_head and untie_head(model) ("head only" trains the output layer only)
-  2. LoRA             LoRALinear (W x + (alpha/r) B A x), inject_lora, merge/unmerge, lora_state_dict
-  3. WiSE-FT          wise_ft(pretrained_state, finetuned_state, alpha): interpolate two weight sets
-  4. Learning rates   param_groups(model, lr, head_lr, layer_decay): per-group lr, layer-wise lr decay
-  5. Classification   ClassifierHead and ClassifierModel: a new head on pooled hidden states
-  6. The loop         FinetuneConfig, finetune(...) -> FinetuneResult (lp_ft = probe, then full), hooks
+  2. Learning rates   param_groups(model, lr, head_lr, layer_decay): per-group lr, layer-wise lr decay
+  3. Classification   ClassifierHead and ClassifierModel: a new head on pooled hidden states
+  4. The loop         FinetuneConfig, finetune(...) -> FinetuneResult (lp_ft = probe, then full), hooks
                       for forgetting.py: mitigation.mix_batch(x, y, rng), mitigation.penalty(model),
                       callback(step, model) -> dict; save_finetuned / load_finetuned
-  7. Baselines, cost  train_from_scratch, prompting_baseline, run_cost, pretraining_cost
-  8. CLI pieces       add_finetune_arguments(parser), run_finetune_cli(args)
-Papers: LoRA (Hu et al. 2021), BitFit (Ben Zaken et al. 2022), LP-FT (Kumar et al. 2022), WiSE-FT
-(Wortsman et al. 2022), discriminative fine-tuning / layer-wise lr (Howard & Ruder 2018). docs/finetuning.md.
-"""
+LoRA lives in lora.py, WiSE-FT in forgetting.py, the baselines and the cost of a run in baselines.py,
+`python -m tinyft finetune` in cli.py.
+Papers: BitFit (Ben Zaken et al. 2022), LP-FT (Kumar et al. 2022), discriminative fine-tuning / layer-wise
+lr (Howard & Ruder 2018). Lecture note: docs/finetuning.md."""
 
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -29,19 +25,26 @@ from tqdm.auto import tqdm
 from . import checkpoint, optim
 from . import functional as F
 from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
-from .nn import GPT, GPTConfig, Linear, Module, Parameter, normal_init
+from .lora import (
+    LoRALinear,
+    check_lora_args,
+    inject_lora,
+    is_lora_parameter,
+    lora_layers,
+    lora_state_dict,
+    merged_state_dict,
+)
+from .nn import GPT, GPTConfig, Linear, Module, Parameter
 from .pretrain import check_out_dir, write_history
 
 STRATEGIES = ("full", "head", "last_k", "embeddings_frozen", "bitfit", "layernorm", "lora", "lp_ft")
 # Strategies that train the output layer but not the input embeddings: they untie lm_head from wte.
 UNTIE_FOR = ("head", "last_k", "embeddings_frozen", "lp_ft")
-# The Linear layers inside a Block that LoRA may wrap ("c_proj" alone means both attn.c_proj and mlp.c_proj).
-LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "c_attn", "c_proj", "c_fc")
 CHECKPOINT_NAME = "ckpt.npz"
 HISTORY_NAME = "history.jsonl"
 
 
-def _gpt_of(model):
+def gpt_of(model):
     """The GPT inside `model` (a GPT itself, or a ClassifierModel wrapping one)."""
     return model.gpt if isinstance(model, ClassifierModel) else model
 
@@ -62,7 +65,7 @@ def untie_head(model):
     into the checkpoint and load_finetuned unties again before loading, so the weights come back right.
     Calling it twice does nothing the second time.
     """
-    gpt = _gpt_of(model)
+    gpt = gpt_of(model)
     if getattr(gpt, "head_untied", False):
         return model
     wte = gpt.transformer.wte.weight
@@ -71,7 +74,7 @@ def untie_head(model):
     return model
 
 
-def _head_parameters(model):
+def head_parameters(model):
     """The output layer: a ClassifierModel's new head, else the GPT's lm_head."""
     if isinstance(model, ClassifierModel):
         return list(model.head.parameters())
@@ -121,12 +124,12 @@ def apply_strategy(model, strategy, k=1, lora_rank=8, lora_alpha=16, lora_target
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
-    gpt = _gpt_of(model)
+    gpt = gpt_of(model)
     n_layer = gpt.config.n_layer
     if strategy == "last_k":
         _check_k(k, n_layer)
     if strategy == "lora":
-        _check_lora_args(lora_rank, lora_alpha, lora_targets)
+        check_lora_args(lora_rank, lora_alpha, lora_targets)
     classifier = isinstance(model, ClassifierModel)
     if strategy in UNTIE_FOR and not classifier:  # a classifier never uses lm_head: nothing to untie
         untie_head(model)
@@ -139,9 +142,9 @@ def apply_strategy(model, strategy, k=1, lora_rank=8, lora_alpha=16, lora_target
     if strategy == "full":
         train = [model]
     elif strategy in ("head", "lp_ft"):
-        train = _head_parameters(model)
+        train = head_parameters(model)
     elif strategy == "last_k":
-        train = [*list(tr.h)[n_layer - k:], tr.ln_f, *_head_parameters(model)]
+        train = [*list(tr.h)[n_layer - k:], tr.ln_f, *head_parameters(model)]
     elif strategy == "embeddings_frozen":
         model.requires_grad_(True)
         tr.wte.weight.requires_grad_(False)
@@ -151,7 +154,7 @@ def apply_strategy(model, strategy, k=1, lora_rank=8, lora_alpha=16, lora_target
     elif strategy == "layernorm":
         train = [p for name, p in model.named_parameters() if ".ln_" in f".{name}"]
     elif strategy == "lora":
-        train = [p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")]
+        train = [p for name, p in model.named_parameters() if is_lora_parameter(name)]
     if classifier and strategy in ("last_k", "embeddings_frozen", "full", "bitfit", "layernorm", "lora"):
         train = [*train, *model.head.parameters()]  # a new head always trains: it starts random
         if strategy == "embeddings_frozen":
@@ -180,156 +183,7 @@ def describe_trainable(model):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2. LoRA: a low-rank update beside a frozen weight (Hu et al. 2021)
-# ----------------------------------------------------------------------------------------------------
-
-
-class LoRALinear(Module):
-    """y = x W^T + b + (alpha / r) * x A^T B^T, with W (out, in) and b frozen and A (r, in), B (out, r) trained.
-
-    The update to W is delta_W = (alpha / r) B A: rank at most r, so it costs r (in + out) parameters
-    instead of in * out. B starts at zero, so at initialization delta_W = 0 and the model computes
-    exactly the pretrained function; A starts random (here N(0, 1/in), the scale of loralib's Kaiming
-    init) so that B's gradient, dL/dB = (alpha/r) g (x A^T)^T, is not zero. The paper (Sec. 4.1): "random
-    Gaussian initialization for A and zero for B". Scaling by alpha/r lets you change r without retuning lr.
-    The base weight keeps its name (c_attn.weight), so a merged model loads into a plain GPT.
-    """
-
-    def __init__(self, base, rank, alpha):
-        super().__init__()
-        if not isinstance(base, Linear):
-            raise ValueError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
-        _check_lora_args(rank, alpha, ("c_attn",))
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight  # (out, in), the pretrained matrix: frozen
-        self.bias = base.bias  # (out,) or None: frozen
-        self.weight.requires_grad_(False)
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
-        self.rank, self.alpha, self.scaling = int(rank), float(alpha), float(alpha) / int(rank)
-        dtype = base.weight.dtype
-        std = 1.0 / math.sqrt(self.in_features)
-        self.lora_A = Parameter(normal_init((rank, self.in_features), std), dtype=dtype)  # (r, in)
-        self.lora_B = Parameter(np.zeros((self.out_features, rank)), dtype=dtype)  # (out, r): zero, so delta_W = 0
-        self.merged = False
-
-    def delta_weight(self):
-        """delta_W = (alpha / r) B A as a plain array (out, in)."""
-        return self.scaling * (self.lora_B.data @ self.lora_A.data)
-
-    def forward(self, x):  # (..., in) -> (..., out)
-        y = F.linear(x, self.weight, self.bias)  # (..., out): the frozen path
-        if self.merged:  # delta_W already lives inside weight
-            return y
-        low = F.linear(x, self.lora_A)  # (..., r)
-        return y + F.linear(low, self.lora_B) * self.scaling  # (..., out)
-
-    def merge(self):
-        """W <- W + delta_W: one matmul per layer at inference, no adapter path. Training needs unmerge()."""
-        if not self.merged:
-            self.weight.data += self.delta_weight().astype(self.weight.dtype)
-            self.merged = True
-        return self
-
-    def unmerge(self):
-        """W <- W - delta_W: back to the frozen weight plus a separate adapter (equal up to rounding)."""
-        if self.merged:
-            self.weight.data -= self.delta_weight().astype(self.weight.dtype)
-            self.merged = False
-        return self
-
-    def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"alpha={self.alpha}, merged={self.merged}")
-
-
-def _check_lora_args(rank, alpha, targets):
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank <= 0:
-        raise ValueError(f"lora_rank must be a positive int, got {rank!r}")
-    if not isinstance(alpha, (int, float, np.number)) or not alpha > 0:
-        raise ValueError(f"lora_alpha must be a number > 0, got {alpha!r}")
-    targets = (targets,) if isinstance(targets, str) else tuple(targets)
-    unknown = [t for t in targets if t not in LORA_TARGETS]
-    if unknown or not targets:
-        raise ValueError(f"lora_targets: unknown Linear name(s) {unknown or targets!r}; valid names: "
-                         f"{', '.join(LORA_TARGETS)} (inside each block)")
-
-
-def inject_lora(model, rank=8, alpha=16, targets=("c_attn",)):
-    """Replace every block Linear whose name ends with a target by a LoRALinear around it; returns the list."""
-    targets = (targets,) if isinstance(targets, str) else tuple(targets)
-    _check_lora_args(rank, alpha, targets)
-    wrapped = []
-    for block in _gpt_of(model).transformer.h:
-        for parent_name in ("attn", "mlp"):
-            parent = getattr(block, parent_name)
-            for name, child in list(parent.named_children()):
-                full = f"{parent_name}.{name}"
-                if isinstance(child, Linear) and (full in targets or name in targets):
-                    setattr(parent, name, LoRALinear(child, rank, alpha))
-                    wrapped.append(getattr(parent, name))
-    return wrapped
-
-
-def lora_layers(model):
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
-
-
-def lora_state_dict(model):
-    """Only the adapters: {"...c_attn.lora_A": (r, in), "...c_attn.lora_B": (out, r), ...} (copies)."""
-    return {name: p.data.copy() for name, p in model.named_parameters()
-            if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
-
-
-def merged_state_dict(model):
-    """A plain GPT state_dict with every delta_W added into its base weight and the lora_ entries dropped.
-
-    The model itself is not changed. Loads into GPT(config) (and PyTorch nanoGPT) as an ordinary model.
-    """
-    sd = {name: a for name, a in model.state_dict().items() if name.rsplit(".", 1)[-1] not in ("lora_A", "lora_B")}
-    for name, layer in lora_layers(model):
-        if not layer.merged:
-            sd[f"{name}.weight"] = (sd[f"{name}.weight"] + layer.delta_weight()).astype(layer.weight.dtype)
-    return sd
-
-
-# ----------------------------------------------------------------------------------------------------
-# 3. WiSE-FT: interpolate the weights of the pretrained and the fine-tuned model (Wortsman et al. 2022)
-# ----------------------------------------------------------------------------------------------------
-
-
-def wise_ft(pretrained_state, finetuned_state, alpha):
-    """theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned, name by name.
-
-    alpha = 0 returns the pretrained weights, alpha = 1 the fine-tuned ones (exactly: those ends are copied,
-    not computed). Both dicts must hold the same names and shapes (a LoRA model: merge it first with
-    merged_state_dict). A GPT's state_dict always lists lm_head.weight, so a tied pretrained model and a
-    fine-tuned model with an untied head interpolate fine; load the result into an untied model
-    (untie_head), since its wte and lm_head now differ.
-    """
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"wise_ft: alpha must lie in [0, 1] (0 = pretrained, 1 = fine-tuned), got {alpha!r}")
-    a_names, b_names = set(pretrained_state), set(finetuned_state)
-    if a_names != b_names:
-        only_a, only_b = sorted(a_names - b_names), sorted(b_names - a_names)
-        raise ValueError(f"wise_ft: the two state dicts hold different names; only in pretrained: {only_a[:5]}, "
-                         f"only in fine-tuned: {only_b[:5]} (merge LoRA adapters and untie heads first)")
-    out = {}
-    for name in pretrained_state:
-        a, b = np.asarray(pretrained_state[name]), np.asarray(finetuned_state[name])
-        if a.shape != b.shape:
-            raise ValueError(f"wise_ft: {name} has shape {a.shape} in pretrained but {b.shape} in fine-tuned")
-        if alpha == 0:
-            out[name] = a.copy()
-        elif alpha == 1:
-            out[name] = b.copy()
-        else:
-            out[name] = ((1.0 - alpha) * a.astype(np.float64) + alpha * b.astype(np.float64)).astype(b.dtype)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# 4. Learning rates per group: a body lr, a head lr, and layer-wise decay (Howard & Ruder 2018)
+# 2. Learning rates per group: a body lr, a head lr, and layer-wise decay (Howard & Ruder 2018)
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -358,8 +212,8 @@ def param_groups(model, lr, head_lr=None, layer_decay=1.0, weight_decay=0.0):
         raise ValueError(f"layer_decay must be > 0 (1.0 = no decay), got {layer_decay!r}")
     if head_lr is not None and not head_lr > 0:
         raise ValueError(f"head_lr must be > 0, got {head_lr!r}")
-    n_layer = _gpt_of(model).config.n_layer
-    head_ids = {id(p) for p in _head_parameters(model)} if (
+    n_layer = gpt_of(model).config.n_layer
+    head_ids = {id(p) for p in head_parameters(model)} if (
         isinstance(model, ClassifierModel) or getattr(model, "head_untied", False)) else set()
     groups = {}  # (lr_scale, weight_decay) -> group
     for name, p in model.named_parameters():
@@ -386,7 +240,7 @@ def learning_rates(optimizer):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 5. Classification through a new head on pooled hidden states
+# 3. Classification through a new head on pooled hidden states
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -463,7 +317,7 @@ class ClassifierModel(Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 6. The loop
+# 4. The loop
 # ----------------------------------------------------------------------------------------------------
 
 SPLITS = ("val", "test", "shifted")
@@ -515,7 +369,7 @@ class FinetuneConfig:
         if self.lora_save not in ("adapter", "merged"):
             raise ValueError(f"lora_save must be 'adapter' or 'merged', got {self.lora_save!r}")
         if self.strategy == "lora":
-            _check_lora_args(self.lora_rank, self.lora_alpha, self.lora_targets)
+            check_lora_args(self.lora_rank, self.lora_alpha, self.lora_targets)
 
 
 @dataclass
@@ -565,7 +419,7 @@ def _round(value, digits=4):
 
 def check_model_fits_task(model, task):
     """ValueError unless the model's vocabulary and context length fit the task's data."""
-    gpt = _gpt_of(model)
+    gpt = gpt_of(model)
     tok = getattr(task, "tokenizer", None)
     if tok is not None and tok.vocab_size != gpt.config.vocab_size:
         raise ValueError(f"the checkpoint's vocabulary has {gpt.config.vocab_size} ids but task {task.name!r} is "
@@ -608,7 +462,8 @@ def _evaluate_classifier(model, task, split, batch_size=64):
     return {"accuracy": correct / len(x_all), "loss": loss_sum / len(x_all), "n": len(x_all)}
 
 
-def _metric(result, task):
+def task_metric(result, task):
+    """The task's own metric (task.metric, e.g. "loss" or "accuracy") from an evaluation dict, as a float."""
     return float(result[task.metric])
 
 
@@ -638,7 +493,7 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
 
     before = {split: evaluate(model, task, split) for split in SPLITS}
     metric = task.metric
-    log(f"before: {metric} " + ", ".join(f"{s} {_metric(before[s], task):.4f}" for s in SPLITS))
+    log(f"before: {metric} " + ", ".join(f"{s} {task_metric(before[s], task):.4f}" for s in SPLITS))
 
     if config.strategy == "lp_ft":  # (phase name, strategy, steps, peak lr of the body)
         phases = [("probe", "lp_ft", config.lp_steps), ("full", "full", config.steps)]
@@ -652,7 +507,7 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     try:
         for phase_index, (phase, strategy, phase_steps) in enumerate(phases):
             if phase_index > 0:  # lp_ft phase 2: unfreeze everything, keep the probed head
-                probed_head = np.concatenate([p.data.ravel() for p in _head_parameters(model)]).copy()
+                probed_head = np.concatenate([p.data.ravel() for p in head_parameters(model)]).copy()
                 apply_strategy(model, strategy)
             optimizer = optim.AdamW(param_groups(model, config.lr, config.head_lr, config.layer_decay,
                                                  config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
@@ -686,7 +541,7 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
                 if mitigations:
                     row["penalty"] = penalty_value
                 if step % config.eval_every == 0 or step == total_steps:
-                    row[f"val_{metric}"] = _metric(evaluate(model, task, "val", decode=metric == "exact_match"),
+                    row[f"val_{metric}"] = task_metric(evaluate(model, task, "val", decode=metric == "exact_match"),
                                                    task)  # evaluate
                 if callback is not None:
                     row.update(callback(step, model) or {})
@@ -701,11 +556,13 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
         bar.close()
 
     after = {split: evaluate(model, task, split) for split in SPLITS}
-    log(f"after:  {metric} " + ", ".join(f"{s} {_metric(after[s], task):.4f}" for s in SPLITS))
+    log(f"after:  {metric} " + ", ".join(f"{s} {task_metric(after[s], task):.4f}" for s in SPLITS))
     wall_s = time.perf_counter() - t_start
     final_report = report if config.strategy != "lp_ft" else dataclasses.replace(
         report, note=f"{report.note}; {report.trainable_params:,} params in the probe phase, "
                      f"{model.num_parameters(trainable_only=True):,} in phase 2")
+    from .baselines import run_cost  # baselines.py imports this file (train_from_scratch): import at call time
+
     cost = run_cost(model, tokens_seen, wall_s, trainable_params=report.trainable_params
                     if config.strategy != "lp_ft" else None, phases=_phase_tokens(config, history, tokens_seen))
     result = FinetuneResult(model=model, history=history, before=before, after=after, metric=metric,
@@ -744,7 +601,7 @@ class LoRAAdapters(Module):
 
     def __init__(self, model):
         super().__init__()
-        self.config = _gpt_of(model).config
+        self.config = gpt_of(model).config
         for name, array in lora_state_dict(model).items():
             vars(self)[name] = Parameter(array, dtype=None)  # dotted names kept as they are
 
@@ -757,7 +614,7 @@ def save_finetuned(path, model, export="full", tokenizer=None, config=None, base
             "merged"   LoRA folded into the base weights: a plain GPT checkpoint (checkpoint.load_model reads it
                        when the head is tied)
     """
-    gpt = _gpt_of(model)
+    gpt = gpt_of(model)
     lora = lora_layers(model)
     if export in ("adapter", "merged") and not lora:
         raise ValueError(f"export={export!r} needs a LoRA model; this one has no LoRALinear layers")
@@ -827,7 +684,7 @@ def load_finetuned(path, base=None):
         set_rng_state(rng_state)
     if info["export"] == "adapter":
         params = dict(model.named_parameters())
-        missing = [n for n in params if n.rsplit(".", 1)[-1] in ("lora_A", "lora_B") and n not in ckpt.model_state]
+        missing = [n for n in params if is_lora_parameter(n) and n not in ckpt.model_state]
         unknown = [n for n in ckpt.model_state if n not in params]
         if missing or unknown:
             raise checkpoint.CheckpointError(f"{path!r}: adapters do not fit: missing {missing[:4]}, "
@@ -837,247 +694,3 @@ def load_finetuned(path, base=None):
     else:
         model.load_state_dict(ckpt.model_state)
     return model
-
-
-# ----------------------------------------------------------------------------------------------------
-# 7. Baselines and cost
-# ----------------------------------------------------------------------------------------------------
-
-
-def train_from_scratch(model_or_config, task, config=None, **kwargs):
-    """The same architecture from random init, trained with the same data, steps and schedule ("full")."""
-    config = dataclasses.replace(config or FinetuneConfig(), strategy="full")
-    gpt_config = _gpt_of(model_or_config).config if isinstance(model_or_config, Module) else model_or_config
-    manual_seed(config.seed)
-    return finetune(GPT(gpt_config), task, config, **kwargs)
-
-
-def prompting_baseline(model, task, split="test", shots=(0, 3)):
-    """The pretrained model with no parameter change: the task metric with 0 and k examples in the prompt.
-
-    Answers are scored by likelihood (task.evaluate(model, split, shots=k)). Returns {"0-shot": dict, ...}.
-    """
-    return {f"{k}-shot": task.evaluate(model, split, shots=k) for k in shots}
-
-
-def _matmul_params(model):
-    """{name: size} of the parameters that are multiplied with activations (embedding lookups excluded)."""
-    gpt = _gpt_of(model)
-    untied = getattr(gpt, "head_untied", False)
-    out = {}
-    for name, p in model.named_parameters():
-        if p.ndim < 2 or name.endswith("wpe.weight"):
-            continue
-        if name.endswith("wte.weight") and (untied or isinstance(model, ClassifierModel)):
-            continue  # only a lookup: the output matmul is lm_head's own (untied) or absent (classifier)
-        if name.endswith("lm_head.weight") and isinstance(model, ClassifierModel):
-            continue
-        out[name] = p.size
-    return out
-
-
-def run_cost(model, tokens, wall_s, trainable_params=None, phases=None, bytes_per_float=4):
-    """The cost of a run, estimated per token (attention's T^2 term and biases are ignored):
-
-        forward              2 * N_matmul * tokens       (a multiply and an add per weight)
-        backward, inputs     2 * N_path * tokens         (activation gradients, from the loss down to the
-                                                          lowest trainable layer; frozen layers on the way
-                                                          still pay this)
-        backward, weights    2 * N_trainable * tokens    (only trainable weights need their gradient)
-    Full fine-tuning: N_path = N_trainable = N_matmul, the usual 6 N tokens. A head alone: 2N + 4 V C per
-    token. The engine agrees: layers below the lowest trainable one are not in the graph, and the fused
-    linear (functional.LinearFunction) skips the weight gradient of a frozen weight. Memory beyond the
-    weights: gradients (1 float per trainable parameter) and AdamW's two moments (2 floats per trainable
-    parameter); activations are kept for every layer the backward passes through (not counted here).
-    phases (lp_ft) = {"probe": tokens, "full": tokens}: the probe phase is costed with the head alone.
-    """
-    gpt = _gpt_of(model)
-    n_layer = gpt.config.n_layer
-    matmul = _matmul_params(model)
-    n_matmul = sum(matmul.values())
-    trainable = {name: p.size for name, p in model.named_parameters() if p.requires_grad}
-    n_trainable = trainable_params if trainable_params is not None else sum(trainable.values())
-
-    def flops_for(trainable_names, n_tokens):
-        if not trainable_names:
-            return 2 * n_matmul * n_tokens
-        lowest = min(layer_index(n, n_layer) for n in trainable_names)
-        n_path = sum(size for name, size in matmul.items() if layer_index(name, n_layer) >= lowest)
-        n_train = sum(matmul.get(name, 0) for name in trainable_names)  # biases, LayerNorms: negligible
-        return 2 * n_matmul * n_tokens + 2 * n_path * n_tokens + 2 * n_train * n_tokens
-
-    if phases:
-        head_names = [n for n, p in model.named_parameters() if any(p is q for q in _head_parameters(model))]
-        flops = flops_for(head_names, phases["probe"]) + flops_for(list(trainable), phases["full"])
-        n_trainable = max(n_trainable, sum(trainable.values()))
-    else:
-        flops = flops_for(list(trainable), tokens)
-    return {
-        "trainable_params": int(n_trainable),
-        "total_params": int(model.num_parameters()),
-        "matmul_params": int(n_matmul),
-        "tokens": int(tokens),
-        "flops": int(flops),
-        "weights_bytes": int(model.num_parameters() * bytes_per_float),
-        "gradient_bytes": int(n_trainable * bytes_per_float),
-        "optimizer_state_bytes": int(2 * n_trainable * bytes_per_float),
-        "wall_s": round(float(wall_s), 3),
-    }
-
-
-def pretraining_cost(meta, model):
-    """Pretraining's cost from its checkpoint meta: tokens = steps * batch_size * block_size, FLOPs = 6 N tokens."""
-    pc = meta.get("pretrain_config") or {}
-    steps = meta.get("step") or pc.get("steps", 0)
-    tokens = int(steps) * int(pc.get("batch_size", 0)) * int(pc.get("block_size", 0))
-    gpt = _gpt_of(model)
-    rng_state = get_rng_state()
-    plain = GPT(gpt.config)  # tied, untouched: the model that was pretrained
-    set_rng_state(rng_state)
-    n = sum(_matmul_params(plain).values())
-    return {"tokens": tokens, "flops": 6 * n * tokens, "trainable_params": plain.num_parameters(),
-            "optimizer_state_bytes": 2 * plain.num_parameters() * 4, "wall_s": meta.get("train_seconds")}
-
-
-def compare_costs(finetune_cost, pretrain_cost):
-    """Fine-tuning's cost as a fraction of pretraining's (tokens, FLOPs, optimizer memory, wall time)."""
-    out = {}
-    for key in ("tokens", "flops", "optimizer_state_bytes", "wall_s"):
-        a, b = finetune_cost.get(key), pretrain_cost.get(key)
-        out[f"{key}_fraction"] = round(a / b, 6) if a is not None and b else None
-    return out
-
-
-def task_baselines(model, task, config, shots=(0, 3), log=print):
-    """The alternatives on the same data and budget: from scratch, prompting (no training), bag of characters.
-
-    Returns {"scratch": metric on test, "prompting": {"0-shot": ..., ...}, "bag_of_chars": ...}; a baseline
-    that does not apply to the task is left out.
-    """
-    from . import tasks  # a workflow beside this one
-
-    out = {}
-    scratch = train_from_scratch(model, task, dataclasses.replace(config, out=None), progress=False,
-                                 log=lambda *a: None)
-    out["scratch"] = _metric(scratch.after["test"], task)
-    if task.kind != "lm":
-        try:
-            out["prompting"] = {k: _metric(v, task) for k, v in prompting_baseline(model, task, "test", shots).items()}
-        except TypeError:  # this task's evaluate takes no shots
-            pass
-    if task.kind == "classification":
-        simple = tasks.bag_of_chars_baseline(task)  # {"bag_of_chars": {"test": acc, ...}, "majority": {...}}
-        out["bag_of_chars"] = simple["bag_of_chars"]["test"]
-        out["majority"] = simple["majority"]["test"]
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# 8. CLI pieces (tinyft/__main__.py wires them in as `python -m tinyft finetune`)
-# ----------------------------------------------------------------------------------------------------
-
-
-def add_finetune_arguments(parser):
-    d = FinetuneConfig()
-    parser.add_argument("--from", dest="from_ckpt", required=True, metavar="CKPT",
-                        help="the pretrained checkpoint (from `python -m tinyft pretrain`)")
-    what = parser.add_argument_group("task and strategy")
-    what.add_argument("--task", default=d.task, help="'code' (language modeling on standard-library source, the "
-                      "default), 'kind' (classification) or 'describe' (instruction)")
-    what.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="what trains (default: %(default)s)")
-    what.add_argument("--k", type=int, default=d.k, help="last_k: how many last blocks train (default: %(default)s)")
-    what.add_argument("--lora-rank", type=int, default=d.lora_rank, help="(default: %(default)s)")
-    what.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="(default: %(default)s)")
-    what.add_argument("--lora-targets", default=",".join(d.lora_targets),
-                      help=f"comma-separated Linear names, from {', '.join(LORA_TARGETS)} (default: %(default)s)")
-    what.add_argument("--lora-save", choices=("adapter", "merged"), default=d.lora_save, help="(default: %(default)s)")
-    what.add_argument("--lp-steps", type=int, default=d.lp_steps,
-                      help="lp_ft: linear-probe steps (default: %(default)s)")
-    what.add_argument("--classifier", choices=("label_tokens", "head"), default=d.classifier,
-                      help="classification: score label tokens, or train a new head (default: %(default)s)")
-    data_group = parser.add_argument_group("data")
-    data_group.add_argument("--n-examples", type=int, default=d.n_examples,
-                            help="training examples (default: %(default)s)")
-    data_group.add_argument("--label-noise", type=float, default=d.label_noise, help="(default: %(default)s)")
-    data_group.add_argument("--imbalance", type=float, default=d.imbalance, help="(default: %(default)s)")
-    train = parser.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the body (default: %(default)s)")
-    train.add_argument("--head-lr", type=float, default=None, help="learning rate of the output layer (default: --lr)")
-    train.add_argument("--layer-decay", type=float, default=d.layer_decay,
-                       help="block i gets lr * decay^(n_layer - i) (default: %(default)s = none)")
-    train.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    train.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="(default: %(default)s)")
-    train.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
-    train.add_argument("--eval-every", type=int, default=d.eval_every, help="(default: %(default)s)")
-    train.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    out = parser.add_argument_group("output")
-    out.add_argument("--out", default=d.out, help="folder for ckpt.npz and history.jsonl (default: %(default)s)")
-    out.add_argument("--baselines", action="store_true",
-                     help="also train from scratch on the same budget, prompt without training, bag of characters")
-    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    out.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-
-
-def load_for_task(path, task_name, n_examples, seed, label_noise=0.0, imbalance=1.0):
-    """(model, tokenizer, task, meta) from a pretrained checkpoint, with the task built on its tokenizer."""
-    from .tasks import build_task
-    from .tokenizers import tokenizer_from_dict
-
-    ckpt = checkpoint.load(path)
-    if not isinstance(ckpt.meta.get("tokenizer"), dict):
-        raise checkpoint.CheckpointError(f"{path!r} holds no tokenizer, so task text cannot be turned into its ids; "
-                                         "use a checkpoint written by `python -m tinyft pretrain`")
-    tokenizer = tokenizer_from_dict(ckpt.meta["tokenizer"])
-    model = load_finetuned(path) if "finetune" in ckpt.meta else checkpoint.load_model(path)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"{path!r}: its tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary has "
-                         f"{model.config.vocab_size}; the checkpoint is inconsistent")
-    task = build_task(task_name, tokenizer, n_examples=n_examples, seed=seed, block_size=model.config.block_size,
-                      label_noise=label_noise, imbalance=imbalance)
-    check_model_fits_task(model, task)
-    return model, tokenizer, task, ckpt.meta
-
-
-def run_finetune_cli(args):
-    """`python -m tinyft finetune`: fine-tune, print a readable report; under --json the summary is the last line."""
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    config = FinetuneConfig(
-        task=args.task, strategy=args.strategy, lr=args.lr, head_lr=args.head_lr, layer_decay=args.layer_decay,
-        steps=args.steps, batch_size=args.batch_size, n_examples=args.n_examples, warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay, eval_every=args.eval_every, k=args.k, lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, lora_targets=targets, lora_save=args.lora_save, lp_steps=args.lp_steps,
-        classifier=args.classifier, label_noise=args.label_noise, imbalance=args.imbalance, seed=args.seed,
-        out=args.out)
-    config.validate()
-    model, tokenizer, task, meta = load_for_task(args.from_ckpt, args.task, args.n_examples, args.seed,
-                                                 args.label_noise, args.imbalance)
-    result = finetune(model, task, config, progress=not args.no_progress, base_checkpoint=args.from_ckpt,
-                      tokenizer=tokenizer)
-    s = result.summary()
-    better = "higher" if s["higher_is_better"] else "lower"
-    if config.strategy == "lp_ft":
-        print(result.report)
-    print(f"task {args.task!r}: {s['metric']} ({better} is better)")
-    print(f"  {'split':<8} {'before':>9} {'after':>9}")
-    for split in SPLITS:
-        print(f"  {split:<8} {_metric(result.before[split], task):>9.4f} {_metric(result.after[split], task):>9.4f}")
-    c = result.cost
-    pt = pretraining_cost(meta, result.model) if meta.get("pretrain_config") else None
-    print(f"cost: {c['tokens']:,} tokens, {c['flops']:.3g} FLOPs (estimated), optimizer state "
-          f"{c['optimizer_state_bytes'] / 1024:,.1f} KiB, {s['wall_s']:.1f} s")
-    if pt:
-        ratio = compare_costs(c, pt)
-        s["cost_vs_pretraining"] = ratio
-        print(f"  pretraining: {pt['tokens']:,} tokens, {pt['flops']:.3g} FLOPs: fine-tuning used "
-              f"{100 * (ratio['flops_fraction'] or 0):.2f}% of its FLOPs")
-    if args.baselines:
-        base = task_baselines(checkpoint.load_model(args.from_ckpt), task, config)
-        s["baselines"] = base
-        print("baselines on the same data and budget (test split): "
-              + ", ".join(f"{k} {v}" if not isinstance(v, float) else f"{k} {v:.4f}" for k, v in base.items()))
-    if result.checkpoint:
-        print(f"checkpoint: {result.checkpoint}")
-    if args.json:
-        print(json.dumps(s))
-    return 130 if result.interrupted else 0

@@ -2,17 +2,19 @@
 
 Map of this file:
   0. The sign convention   (once, here; every function below uses it)
-  1. Measurements          source_loss / perplexity, source_loss_callback (the curve), forgetting,
-                           target_gain, learning_forgetting_curve (one run), pareto_front (across runs)
+  1. Measurements          source_data (the pretraining text of a checkpoint), source_loss / perplexity,
+                           source_loss_callback (the curve), forgetting, target_gain,
+                           learning_forgetting_curve (one run), pareto_front (across runs)
   2. Task sequences        average_accuracy, backward_transfer, forward_transfer, forgetting_measure on R[i, j]
   3. Where the change went effective_state, weight_drift, total_weight_drift, effective_rank,
                            delta_effective_ranks
-  4. Mitigations           Replay, fisher_diagonal + EWC, L2SP (hooks of finetune.finetune), wise_ft_sweep
-  5. Experiments           source_data, run_sweep -> runs.csv, runs.json, pareto.json (seeded, resumable)
-  6. CLI pieces            add_forgetting_arguments(parser), run_forgetting_cli(args)
+  4. Mitigations           Replay, fisher_diagonal + EWC, L2SP (hooks of finetune.finetune)
+  5. WiSE-FT               wise_ft(pre, ft, alpha): interpolate two weight sets; wise_ft_sweep scores each alpha
 Papers: EWC (Kirkpatrick et al. 2017), L2-SP (Li et al. 2018), GEM / BWT (Lopez-Paz & Ranzato 2017),
 RWalk's forgetting measure (Chaudhry et al. 2018), effective rank (Roy & Vetterli 2007), "LoRA Learns Less
 and Forgets Less" (Biderman et al. 2024), WiSE-FT (Wortsman et al. 2022). Lecture note: docs/forgetting.md.
+The sweep that runs many fine-tunings and writes runs.csv / pareto.json is in experiments.py, and
+`python -m tinyft forgetting` in cli.py.
 
 0. THE SIGN CONVENTION. "Source" is the pretraining data (its held-out split), "target" the fine-tuning task.
      forgetting  = source loss after - source loss before        (nats/token; > 0 means the model forgot)
@@ -23,38 +25,19 @@ and Forgets Less" (Biderman et al. 2024), WiSE-FT (Wortsman et al. 2022). Lectur
    metrics follow the same rule: backward/forward transfer > 0 is good, the forgetting measure > 0 is bad.
 """
 
-import argparse
-import csv
 import dataclasses
-import io
-import json
 import math
 import os
-import time
 
 import numpy as np
 
 from . import checkpoint, data
 from .autograd import get_rng_state, no_grad, set_rng_state
-from .finetune import (
-    STRATEGIES,
-    ClassifierModel,
-    FinetuneConfig,
-    LoRALinear,
-    evaluate,
-    finetune,
-    untie_head,
-    wise_ft,
-)
+from .finetune import ClassifierModel, evaluate, gpt_of, untie_head
+from .lora import LoRALinear, is_lora_parameter
 from .nn import GPT
 
 MITIGATIONS = ("none", "replay", "ewc", "l2sp")
-RUNS_JSON, RUNS_CSV, PARETO_JSON = "runs.json", "runs.csv", "pareto.json"
-
-
-def _gpt_of(model):
-    """The language model inside `model` (a GPT, or the GPT body of a ClassifierModel)."""
-    return model.gpt if isinstance(model, ClassifierModel) else model
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -75,7 +58,7 @@ def source_loss(model, source_batches):
     """
     if not source_batches:
         raise ValueError("source_loss: source_batches is empty; pass a list of (x, y) batches of source text")
-    gpt = _gpt_of(model)
+    gpt = gpt_of(model)
     was_training = gpt.training
     gpt.eval()
     try:
@@ -88,6 +71,27 @@ def source_loss(model, source_batches):
 def perplexity(loss):
     """exp(loss): the number of equally likely tokens the model is as unsure as (loss in nats/token)."""
     return float(math.exp(loss))
+
+
+def source_data(ckpt):
+    """The pretraining corpus of a checkpoint, split as pretraining split it: (tokenizer, train_ids, val_ids).
+
+    ckpt: a path or a checkpoint.load() result whose meta holds "tokenizer" and "pretrain_config" (what
+    `python -m tinyft pretrain` writes). The validation ids were never trained on: forgetting is measured
+    there; replay and the Fisher draw from the train ids.
+    """
+    from .pretrain import PretrainConfig, prepare_data  # same layer: reuse pretraining's own split
+    from .tokenizers import tokenizer_from_dict
+
+    ckpt = checkpoint.load(ckpt) if isinstance(ckpt, (str, os.PathLike)) else ckpt
+    meta = ckpt.meta
+    if "tokenizer" not in meta or "pretrain_config" not in meta:
+        raise ValueError(f"{ckpt.path!r} has no tokenizer or pretrain_config in its meta: forgetting needs a "
+                         "checkpoint written by `python -m tinyft pretrain`")
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    config = PretrainConfig(**{k: v for k, v in meta["pretrain_config"].items() if k in fields})
+    prepared = prepare_data(config, tokenizer_from_dict(meta["tokenizer"]))
+    return prepared["tokenizer"], prepared["train"], prepared["val"]
 
 
 def source_loss_callback(source_batches, every=10, key="source_loss"):
@@ -221,7 +225,7 @@ def effective_state(model):
     out = {}
     lora = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
     for name, p in model.named_parameters(remove_duplicate=False):
-        if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B"):
+        if is_lora_parameter(name):
             continue
         array = p.data.copy()
         if name in lora and not lora[name].merged:
@@ -287,13 +291,8 @@ def delta_effective_ranks(pre_state, post_state, names=None):
     return out
 
 
-def _block_matrices(state):
-    """The 2-D weights inside the transformer blocks (attention and MLP), where LoRA can act."""
-    return [n for n in state if ".h." in n and n.endswith(".weight") and np.ndim(state[n]) == 2]
-
-
 # ----------------------------------------------------------------------------------------------------
-# 4. Mitigations: objects with the hooks finetune() calls (mix_batch, penalty)
+# 4. Mitigations during fine-tuning: objects with the hooks finetune() calls (mix_batch, penalty)
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -478,9 +477,45 @@ class L2SP:
         return f"L2SP(alpha={self.alpha:g})"
 
 
+# ----------------------------------------------------------------------------------------------------
+# 5. WiSE-FT after the fact: interpolate the weights of the pretrained and the fine-tuned model
+#    (Wortsman et al. 2022)
+# ----------------------------------------------------------------------------------------------------
+
+
+def wise_ft(pretrained_state, finetuned_state, alpha):
+    """theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned, name by name.
+
+    alpha = 0 returns the pretrained weights, alpha = 1 the fine-tuned ones (exactly: those ends are copied,
+    not computed). Both dicts must hold the same names and shapes (a LoRA model: merge it first with
+    merged_state_dict). A GPT's state_dict always lists lm_head.weight, so a tied pretrained model and a
+    fine-tuned model with an untied head interpolate fine; load the result into an untied model
+    (untie_head), since its wte and lm_head now differ.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"wise_ft: alpha must lie in [0, 1] (0 = pretrained, 1 = fine-tuned), got {alpha!r}")
+    a_names, b_names = set(pretrained_state), set(finetuned_state)
+    if a_names != b_names:
+        only_a, only_b = sorted(a_names - b_names), sorted(b_names - a_names)
+        raise ValueError(f"wise_ft: the two state dicts hold different names; only in pretrained: {only_a[:5]}, "
+                         f"only in fine-tuned: {only_b[:5]} (merge LoRA adapters and untie heads first)")
+    out = {}
+    for name in pretrained_state:
+        a, b = np.asarray(pretrained_state[name]), np.asarray(finetuned_state[name])
+        if a.shape != b.shape:
+            raise ValueError(f"wise_ft: {name} has shape {a.shape} in pretrained but {b.shape} in fine-tuned")
+        if alpha == 0:
+            out[name] = a.copy()
+        elif alpha == 1:
+            out[name] = b.copy()
+        else:
+            out[name] = ((1.0 - alpha) * a.astype(np.float64) + alpha * b.astype(np.float64)).astype(b.dtype)
+    return out
+
+
 def _plain_model_like(model):
     """A plain GPT with `model`'s config (untied if its head is), without moving tinyft's RNG."""
-    gpt = _gpt_of(model)
+    gpt = gpt_of(model)
     state = get_rng_state()
     try:
         plain = GPT(gpt.config)
@@ -520,329 +555,3 @@ def wise_ft_sweep(pre_state, model, task, source_batches, alphas=(0.0, 0.25, 0.5
         row["target_gain"] = target_gain(t0, row["target"], higher)
         row["forgetting"] = forgetting(s0, row["source_loss"])
     return rows
-
-
-# ----------------------------------------------------------------------------------------------------
-# 5. Experiments: a sweep of strategies x learning rates x mitigations (x seeds), resumable
-# ----------------------------------------------------------------------------------------------------
-
-
-def source_data(ckpt):
-    """The pretraining corpus of a checkpoint, split as pretraining split it: (tokenizer, train_ids, val_ids).
-
-    ckpt: a path or a checkpoint.load() result whose meta holds "tokenizer" and "pretrain_config" (what
-    `python -m tinyft pretrain` writes). The validation ids were never trained on: forgetting is measured
-    there; replay and the Fisher draw from the train ids.
-    """
-    from .pretrain import PretrainConfig, prepare_data  # same layer: reuse pretraining's own split
-    from .tokenizers import tokenizer_from_dict
-
-    ckpt = checkpoint.load(ckpt) if isinstance(ckpt, (str, os.PathLike)) else ckpt
-    meta = ckpt.meta
-    if "tokenizer" not in meta or "pretrain_config" not in meta:
-        raise ValueError(f"{ckpt.path!r} has no tokenizer or pretrain_config in its meta: forgetting needs a "
-                         "checkpoint written by `python -m tinyft pretrain`")
-    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-    config = PretrainConfig(**{k: v for k, v in meta["pretrain_config"].items() if k in fields})
-    prepared = prepare_data(config, tokenizer_from_dict(meta["tokenizer"]))
-    return prepared["tokenizer"], prepared["train"], prepared["val"]
-
-
-def run_key(strategy, lr, mitigation, seed):
-    """The identity of one run in a sweep (a rerun skips keys already in runs.json)."""
-    return f"{strategy}|lr={float(lr):g}|{mitigation}|seed={int(seed)}"
-
-
-def _build_task(task, tokenizer, block_size, n_examples, seed):
-    if not isinstance(task, str):
-        return task  # already a Task object (tests pass their own)
-    from .tasks import build_task
-
-    return build_task(task, tokenizer, block_size=block_size, n_examples=n_examples, seed=seed)
-
-
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)  # a crash leaves the old file whole
-
-
-CSV_COLUMNS = ("strategy", "lr", "mitigation", "seed", "metric", "target_before", "target_after", "target_gain",
-               "source_before", "source_after", "forgetting", "source_ppl_before", "source_ppl_after",
-               "trainable_params", "weight_drift", "delta_erank", "wall_s")
-
-
-def _write_runs(out, settings, rows):
-    _atomic_write_text(os.path.join(out, RUNS_JSON), json.dumps({"settings": settings, "runs": rows}, indent=1))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write_text(os.path.join(out, RUNS_CSV), buffer.getvalue())
-
-
-def summarize_runs(rows):
-    """Mean and spread over seeds of each (strategy, lr, mitigation): target_gain and forgetting,
-    with std the sample standard deviation (ddof = 1; 0 for a single seed). One dict per group."""
-    groups = {}
-    for row in rows:
-        groups.setdefault((row["strategy"], row["lr"], row["mitigation"]), []).append(row)
-    out = []
-    for (strategy, lr, mitigation), runs in groups.items():
-        item = {"label": f"{strategy} lr={lr:g} {mitigation}", "strategy": strategy, "lr": lr,
-                "mitigation": mitigation, "n_seeds": len(runs), "trainable_params": runs[0]["trainable_params"]}
-        for key in ("target_gain", "forgetting"):
-            values = np.array([r[key] for r in runs], dtype=np.float64)
-            item[f"{key}_mean"] = float(values.mean())
-            item[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out.append(item)
-    return out
-
-
-def summarize_wise(rows):
-    """WiSE-FT points (0 < alpha < 1) of each (strategy, lr, mitigation), means over seeds, shaped like
-    summarize_runs' items (label "<group> wise_ft(alpha)", mitigation "wise_ft(alpha)")."""
-    groups = {}
-    for row in rows:
-        for w in row.get("wise_ft") or []:
-            if 0.0 < w["alpha"] < 1.0:
-                key = (row["strategy"], row["lr"], row["mitigation"], w["alpha"])
-                groups.setdefault(key, []).append((w["target_gain"], w["forgetting"], row["trainable_params"]))
-    out = []
-    for (strategy, lr, mitigation, alpha), values in groups.items():
-        g, f = np.array([v[0] for v in values]), np.array([v[1] for v in values])
-        out.append({"label": f"{strategy} lr={lr:g} {mitigation} wise_ft({alpha:g})", "strategy": strategy, "lr": lr,
-                    "mitigation": f"{mitigation}+wise_ft({alpha:g})", "alpha": alpha, "n_seeds": len(values),
-                    "trainable_params": values[0][2],
-                    "target_gain_mean": float(g.mean()), "target_gain_std": float(g.std(ddof=1)) if len(g) > 1 else 0.0,
-                    "forgetting_mean": float(f.mean()), "forgetting_std": float(f.std(ddof=1)) if len(f) > 1 else 0.0})
-    return out
-
-
-def pareto_report(rows):
-    """pareto.json's content: one learning-versus-forgetting point per group (means over seeds) and per
-    WiSE-FT interpolation (0 < alpha < 1) of a group, each flagged Pareto-optimal or not among them all,
-    plus each run's curve along its fine-tuning."""
-    summary = summarize_runs(rows) + summarize_wise(rows)
-    flags = pareto_front(summary, "target_gain_mean", "forgetting_mean")
-    points = [{**item, "pareto_optimal": flag} for item, flag in zip(summary, flags)]
-    return {
-        "sign_convention": "forgetting = source loss after - before (>0 forgot); target_gain > 0 = learned",
-        "points": points,
-        "pareto_optimal": [p["label"] for p in points if p["pareto_optimal"]],
-        "curves": {r["key"]: r.get("curve", []) for r in rows},
-    }
-
-
-def run_sweep(base_checkpoint, strategies=("full", "lora"), lrs=(1e-3, 1e-4), mitigations=("none", "replay"),
-              seeds=(0,), steps=100, out="runs/forgetting", *, task="code", batch_size=8, eval_every=None,
-              replay_fraction=0.25, ewc_lambda=1e4, l2sp_alpha=0.3, source_batches=8, source_batch_size=8,
-              fisher_batches=4, n_examples=1000, lora_rank=8, wise_alphas=(), progress=False, log=print):
-    """Fine-tune the checkpoint once per (strategy, lr, mitigation, seed); measure target gain and forgetting.
-
-    For each run: a fresh copy of the pretrained model -> finetune(...) with the mitigation's hooks and a
-    source_loss_callback (the forgetting curve, every eval_every steps) -> source loss after, the weight
-    drift and the mean effective rank of the block matrices' changes (section 3) -> (optional) WiSE-FT
-    at wise_alphas. Each finished run is appended to out/runs.json and out/runs.csv at once (atomic
-    writes), so an interrupted sweep loses at most the run in progress; calling run_sweep again with the
-    same settings skips every key (run_key) already there. out/pareto.json is rewritten after each run.
-    task: a tasks.py name ("code" by default) or a Task object. Returns {"runs", "summary", "pareto", "out"}.
-    """
-    for s in strategies:
-        if s not in STRATEGIES:
-            raise ValueError(f"unknown strategy {s!r}; valid strategies: {', '.join(STRATEGIES)}")
-    for m in mitigations:
-        if m not in MITIGATIONS:
-            raise ValueError(f"unknown mitigation {m!r}; valid mitigations: {', '.join(MITIGATIONS)}")
-    if not lrs or not all(float(lr) > 0 for lr in lrs):
-        raise ValueError(f"lrs must be positive numbers, got {list(lrs)!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    if not os.path.exists(base_checkpoint):
-        raise ValueError(f"no checkpoint at {base_checkpoint!r}; make one with `python -m tinyft pretrain` first")
-    eval_every = eval_every or max(1, steps // 4)
-    os.makedirs(out, exist_ok=True)
-
-    # --- once per sweep: the base model, the data, the measuring batches, the Fisher -------------------
-    ckpt = checkpoint.load(base_checkpoint)
-    tokenizer, source_train, source_val = source_data(ckpt)
-    block_size = checkpoint.load_model(base_checkpoint).config.block_size
-    the_task = _build_task(task, tokenizer, block_size, n_examples, seeds[0] if seeds else 0)
-    task_name = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
-    T = getattr(the_task, "block_size", None) or block_size
-    settings = {"base_checkpoint": os.path.abspath(base_checkpoint), "task": task_name, "steps": int(steps),
-                "batch_size": int(batch_size), "eval_every": int(eval_every), "replay_fraction": float(replay_fraction),
-                "ewc_lambda": float(ewc_lambda), "l2sp_alpha": float(l2sp_alpha), "source_batches": int(source_batches),
-                "source_batch_size": int(source_batch_size), "fisher_batches": int(fisher_batches),
-                "n_examples": int(n_examples), "lora_rank": int(lora_rank),
-                "wise_alphas": [float(a) for a in wise_alphas]}
-    rows = []
-    runs_path = os.path.join(out, RUNS_JSON)
-    if os.path.exists(runs_path):
-        with open(runs_path, encoding="utf-8") as f:
-            saved = json.load(f)
-        changed = {k: (saved["settings"].get(k), v) for k, v in settings.items() if saved["settings"].get(k) != v}
-        if changed:
-            raise ValueError(f"{runs_path} holds runs made with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}); "
-                             "use the same settings to resume, or a new --out")
-        rows = saved["runs"]
-    done = {row["key"] for row in rows}
-
-    from .pretrain import fixed_batches
-
-    measure = fixed_batches(source_val, source_batches, source_batch_size, T, seed=4321)  # held-out source text
-    base_model = checkpoint.load_model(base_checkpoint)
-    pre_state = base_model.state_dict()
-    source_before = source_loss(base_model, measure)
-    fisher = None
-
-    plan = [(s, float(lr), m, int(seed)) for s in strategies for lr in lrs for m in mitigations for seed in seeds]
-    log(f"sweep: {len(plan)} runs ({sum(run_key(*p) in done for p in plan)} already done) of {steps} steps on "
-        f"task {task_name!r}; source loss before {source_before:.4f} nats/token")
-    for i, (strategy, lr, mitigation, seed) in enumerate(plan):
-        key = run_key(strategy, lr, mitigation, seed)
-        if key in done:
-            log(f"[{i + 1}/{len(plan)}] {key}: done before, skipped")
-            continue
-        t0 = time.perf_counter()
-        model = checkpoint.load_model(base_checkpoint)  # a fresh pretrained copy
-        hooks = []
-        if mitigation == "replay":
-            hooks.append(Replay(source_train, replay_fraction))
-        elif mitigation == "ewc":
-            if fisher is None:
-                fisher = fisher_diagonal(base_model, fixed_batches(source_train, fisher_batches, source_batch_size,
-                                                                   T, seed=8765))
-            hooks.append(EWC(model, lam=ewc_lambda, fisher=fisher))
-        elif mitigation == "l2sp":
-            hooks.append(L2SP(model, l2sp_alpha))
-        config = FinetuneConfig(strategy=strategy, lr=lr, steps=steps, batch_size=batch_size, eval_every=eval_every,
-                                warmup_steps=min(20, steps // 10), n_examples=n_examples, lora_rank=lora_rank,
-                                lora_alpha=2 * lora_rank, seed=seed, out=None)
-        result = finetune(model, the_task, config, mitigations=hooks,
-                          callback=source_loss_callback(measure, every=eval_every), progress=progress,
-                          log=lambda *a, **k: None)
-        ft = result.model
-        source_after = source_loss(ft, measure)
-        metric, higher = result.metric, result.higher_is_better
-        t_before, t_after = float(result.before["test"][metric]), float(result.after["test"][metric])
-        post_state = effective_state(_gpt_of(ft))
-        ranks = delta_effective_ranks(pre_state, post_state, _block_matrices(pre_state))
-        moved = [r for r, _ in ranks.values() if r > 0]
-        row = {
-            "key": key, "strategy": strategy, "lr": lr, "mitigation": mitigation, "seed": seed, "metric": metric,
-            "higher_is_better": higher, "target_before": t_before, "target_after": t_after,
-            "target_gain": target_gain(t_before, t_after, higher),
-            "source_before": source_before, "source_after": source_after,
-            "forgetting": forgetting(source_before, source_after),
-            "source_ppl_before": perplexity(source_before), "source_ppl_after": perplexity(source_after),
-            "trainable_params": result.report.trainable_params,
-            "weight_drift": total_weight_drift(pre_state, post_state, untied=getattr(_gpt_of(ft), "head_untied", False)),
-            "delta_erank": float(np.mean(moved)) if moved else 0.0,  # mean over changed block matrices
-            "curve": learning_forgetting_curve(result.history, source_before,
-                                               float(result.before["val"][metric]), metric, higher),
-        }
-        if wise_alphas:
-            row["wise_ft"] = wise_ft_sweep(pre_state, _gpt_of(ft), the_task, measure, wise_alphas,
-                                           source_before=source_before, target_before=t_before)
-        row["wall_s"] = round(time.perf_counter() - t0, 2)
-        rows.append(row)
-        _write_runs(out, settings, rows)  # saved at once: a rerun skips it
-        _atomic_write_text(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
-        log(f"[{i + 1}/{len(plan)}] {key}: target gain {row['target_gain']:+.4f} ({metric}), "
-            f"forgetting {row['forgetting']:+.4f} nats/token, {row['wall_s']:.0f} s")
-
-    wanted = {run_key(*p) for p in plan}
-    rows_now = [r for r in rows if r["key"] in wanted]
-    pareto = pareto_report(rows_now)
-    _atomic_write_text(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
-    return {"runs": rows_now, "summary": summarize_runs(rows_now), "pareto": pareto, "out": out}
-
-
-# ----------------------------------------------------------------------------------------------------
-# 6. CLI pieces (tinyft/__main__.py wires them to `python -m tinyft forgetting`)
-# ----------------------------------------------------------------------------------------------------
-
-
-def _csv_list(kind, convert=str):
-    def parse(text):
-        try:
-            items = [convert(item.strip()) for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind}, got {text!r}") from None
-        if not items:
-            raise argparse.ArgumentTypeError(f"expected at least one {kind}")
-        return items
-    return parse
-
-
-def add_forgetting_arguments(parser):
-    """The flags of `python -m tinyft forgetting` (defaults: a sweep of a few minutes on 2 cores)."""
-    parser.add_argument("--from", dest="from_ckpt", metavar="CKPT", default=None,
-                        help="pretrained checkpoint (ckpt.npz from `python -m tinyft pretrain`); required")
-    parser.add_argument("--task", default="code",
-                        help="fine-tuning task: code (LM on stdlib source), kind, describe (default: %(default)s)")
-    parser.add_argument("--strategies", type=_csv_list("strategies"), default=["full", "lora"],
-                        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: full,lora)")
-    parser.add_argument("--lrs", type=_csv_list("learning rates", float), default=[1e-3, 1e-4],
-                        help="comma-separated peak learning rates (default: 1e-3,1e-4)")
-    parser.add_argument("--mitigations", type=_csv_list("mitigations"), default=["none", "replay"],
-                        help=f"comma-separated, from {', '.join(MITIGATIONS)} (default: none,replay)")
-    parser.add_argument("--replay-fraction", type=float, default=0.25,
-                        help="replay: share of each batch drawn from the source (default: %(default)s)")
-    parser.add_argument("--ewc-lambda", type=float, default=1e4, help="EWC strength lambda (default: %(default)s)")
-    parser.add_argument("--l2sp-alpha", type=float, default=0.3, help="L2-SP strength alpha (default: %(default)s)")
-    parser.add_argument("--wise-alphas", type=_csv_list("alphas", float), default=[],
-                        help="also score WiSE-FT interpolations at these alphas, e.g. 0,0.25,0.5,0.75,1")
-    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per run (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per setting: seed, seed+1, ... (default: %(default)s)")
-    parser.add_argument("--out", default="runs/forgetting",
-                        help="folder for runs.csv, runs.json, pareto.json; rerun to resume (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-
-
-def format_table(summary, first="strategy  lr  mitigation"):
-    """A readable table of a sweep: one line per (strategy, lr, mitigation), mean +- std over seeds."""
-    lines = [f"{first:<38} {'seeds':>5} {'target gain':>18} {'forgetting':>18}  {'trainable':>10}"]
-    for s in summary:
-        lines.append(f"{s['label']:<38} {s['n_seeds']:>5} "
-                     f"{s['target_gain_mean']:>+9.4f} ±{s['target_gain_std']:<7.4f} "
-                     f"{s['forgetting_mean']:>+9.4f} ±{s['forgetting_std']:<7.4f}  {s['trainable_params']:>10,}")
-    return "\n".join(lines)
-
-
-def run_forgetting_cli(args):
-    """`python -m tinyft forgetting`: run the sweep, print the table, and under --json a summary last."""
-    if not args.from_ckpt:
-        raise ValueError("--from CKPT is required: the pretrained checkpoint to fine-tune. "
-                         "Make one first with `python -m tinyft pretrain` (it writes runs/pretrain/ckpt.npz)")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    result = run_sweep(args.from_ckpt, strategies=args.strategies, lrs=args.lrs, mitigations=args.mitigations,
-                       seeds=list(range(args.seed, args.seed + args.seeds)), steps=args.steps, out=args.out,
-                       task=args.task, batch_size=args.batch_size, replay_fraction=args.replay_fraction,
-                       ewc_lambda=args.ewc_lambda, l2sp_alpha=args.l2sp_alpha, wise_alphas=args.wise_alphas,
-                       progress=not args.no_progress)
-    runs = result["runs"]
-    metric = runs[0]["metric"] if runs else "?"
-    print(f"target gain: {metric} on the task's test split (> 0 learned); forgetting: source loss after - "
-          "before, nats/token (> 0 forgot)")
-    print(format_table(result["summary"]))
-    wise = summarize_wise(runs)
-    if wise:
-        print("WiSE-FT after the fact, theta = (1 - alpha) theta_pre + alpha theta_ft (means over seeds):")
-        print(format_table(wise, first="interpolated run"))
-    print(f"Pareto-optimal: {', '.join(result['pareto']['pareto_optimal'])}")
-    print(f"written: {os.path.join(args.out, RUNS_CSV)}, {RUNS_JSON}, {PARETO_JSON}")
-    if args.json:
-        keep = ("strategy", "lr", "mitigation", "seed", "metric", "target_before", "target_after", "target_gain",
-                "source_before", "source_after", "forgetting", "trainable_params", "weight_drift", "delta_erank",
-                "wise_ft", "wall_s")
-        print(json.dumps({"runs": [{k: r[k] for k in keep if k in r} for r in runs],
-                          "summary": result["summary"], "pareto_optimal": result["pareto"]["pareto_optimal"],
-                          "out": args.out}))
-    return 0

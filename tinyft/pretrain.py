@@ -6,7 +6,7 @@ Map of this file:
   estimate_loss(...)    mean loss on fixed validation batches (the same batches every time)
   pretrain(...)         the loop: batch -> forward -> loss -> backward -> clip -> step -> schedule,
                         with evaluation, checkpoints (also on Ctrl-C) and bit-identical resume
-  add_pretrain_arguments, run_pretrain_cli     `python -m tinyft pretrain`
+The command line (`python -m tinyft pretrain`) is in cli.py.
 Recipe after nanoGPT's train.py (AdamW, warmup + cosine, clipping), rewritten to be read top to bottom.
 """
 
@@ -310,57 +310,3 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
         tokens_per_s=tokens_per_step * step / train_seconds if train_seconds else 0.0,
         wall_s=train_seconds, sample=sample, interrupted=interrupted,
     )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------
-
-
-def add_pretrain_arguments(parser):
-    d = PretrainConfig()
-    shape = parser.add_argument_group("model")
-    shape.add_argument("--n-layer", type=int, default=d.n_layer, help="transformer blocks (default: %(default)s)")
-    shape.add_argument("--n-head", type=int, default=d.n_head, help="attention heads (default: %(default)s)")
-    shape.add_argument("--n-embd", type=int, default=d.n_embd, help="embedding width (default: %(default)s)")
-    shape.add_argument("--block-size", type=int, default=d.block_size, help="context length in tokens (default: %(default)s)")
-    shape.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability (default: %(default)s)")
-    source = parser.add_argument_group("data")
-    source.add_argument("--corpus", default=d.corpus,
-                      help="'broad' (default), 'stdlib_code', or a path to your own text file or folder")
-    source.add_argument("--tokenizer", choices=("char", "bpe"), default=d.tokenizer, help="(default: %(default)s)")
-    source.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size, help="BPE vocabulary size (default: %(default)s)")
-    train = parser.add_argument_group("training")
-    train.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step (default: %(default)s)")
-    train.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
-    train.add_argument("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the cosine (default: %(default)s)")
-    train.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="(default: %(default)s)")
-    train.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
-    train.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N steps (default: %(default)s)")
-    train.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="(default: %(default)s)")
-    train.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    output = parser.add_argument_group("output")
-    output.add_argument("--out", default=d.out, help="folder for ckpt.npz and history.jsonl (default: %(default)s)")
-    output.add_argument("--resume", action="store_true", help="continue from --out/ckpt.npz, bit-identically")
-    output.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    output.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-
-
-def run_pretrain_cli(args):
-    """`python -m tinyft pretrain`: train, print a readable report; under --json the summary is the last line."""
-    config = PretrainConfig(
-        corpus=args.corpus, tokenizer=args.tokenizer, bpe_vocab_size=args.bpe_vocab_size, n_layer=args.n_layer,
-        n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size, dropout=args.dropout,
-        batch_size=args.batch_size, lr=args.lr, min_lr=min(args.min_lr, args.lr), warmup_steps=args.warmup_steps,
-        steps=args.steps, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        out=args.out)
-    result = pretrain(config, resume=args.resume, progress=not args.no_progress)
-    s = result.summary()
-    print(f"steps {s['steps']}, {s['tokens_per_s']:,.0f} tokens/s, {s['wall_s']:.0f} s of training")
-    print(f"train loss {s['final_train_loss']:.3f}, validation loss {s['final_val_loss']:.3f} nats/token "
-          f"({s['final_val_bits_per_char']:.3f} bits/char); unigram baseline {s['unigram_val_loss']:.3f}")
-    print(f"checkpoint: {s['checkpoint']}")
-    print("sample:\n" + result.sample)
-    if args.json:
-        print(json.dumps(s))
-    return 130 if result.interrupted else 0

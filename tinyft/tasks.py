@@ -8,7 +8,7 @@ Map of this file:
   "order"     2-way classification: a passage in its real word order, or the same words shuffled (equal
               characters in both classes: only knowledge of the language tells them apart); shifted = comments
   Task        splits train/val/test/shifted, batch(), eval_arrays(), evaluate(), few_shot_prompt(), info()
-  build_task(name, tokenizer, ...) makes one; bag_of_chars_baseline(task) is the non-neural yardstick.
+  build_task(name, tokenizer, ...) makes one; baselines.bag_of_chars_baseline(task) is the non-neural yardstick.
 One rule for every prompt task (kind, order, describe): a row is prompt ids + answer ids; x = row[:-1], y = row[1:]
 with every target before the answer set to -1, so the loss counts the answer tokens only.
 """
@@ -855,7 +855,7 @@ def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_n
 
 
 # ----------------------------------------------------------------------------------------------
-# Leakage measurements and the non-neural baseline
+# Leakage measurements
 
 
 def code_leakage(task, window=32):
@@ -888,44 +888,3 @@ def order_leakage(task, pretraining_text):
         result[split] = sum(p in folded for p in real) / max(len(real), 1)
     return result
 
-
-def _char_features(texts):
-    """(N, 130) bag of characters: the share of each ASCII code 0..127, of non-ASCII, and log length."""
-    features = np.zeros((len(texts), 130))
-    for row, text in enumerate(texts):
-        codes = np.minimum(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), 128)
-        features[row, :129] = np.bincount(codes, minlength=129) / max(len(text), 1)
-        features[row, 129] = np.log(len(text) + 1)
-    return features
-
-
-def bag_of_chars_baseline(task, steps=300, lr=0.5, weight_decay=1e-4):
-    """Non-neural baselines of a classification task, trained on its (possibly noisy) train labels.
-
-    bag_of_chars: multinomial logistic regression on _char_features (standardized with train statistics),
-    full-batch gradient descent, `steps` steps. majority: always the most frequent train label.
-    Returns {"bag_of_chars": {"test": acc, "shifted": acc}, "majority": {"test": acc, "shifted": acc}}.
-    """
-    if task.kind != "classification":
-        raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.kind}")
-    K = len(task.classes)
-    x = _char_features([e.text for e in task.train])  # (N, F)
-    labels = np.array([e.label for e in task.train])  # (N,)
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8
-    x = (x - mean) / std
-    W, b = np.zeros((x.shape[1], K)), np.zeros(K)  # (F, K), (K,)
-    onehot = np.eye(K)[labels]  # (N, K)
-    for _ in range(steps):
-        p = np.exp(_log_softmax(x @ W + b))  # (N, K)
-        grad = (p - onehot) / len(x)  # d mean cross-entropy / d logits
-        W -= lr * (x.T @ grad + weight_decay * W)
-        b -= lr * grad.sum(axis=0)
-    majority = int(np.bincount(labels, minlength=K).argmax())
-    result = {"bag_of_chars": {}, "majority": {}}
-    for split in ("test", "shifted"):
-        examples = task._split(split)
-        truth = np.array([e.label for e in examples])
-        predicted = (((_char_features([e.text for e in examples]) - mean) / std) @ W + b).argmax(axis=1)
-        result["bag_of_chars"][split] = float((predicted == truth).mean())
-        result["majority"][split] = float((truth == majority).mean())
-    return result

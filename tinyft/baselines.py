@@ -1,0 +1,205 @@
+"""Baselines: what fine-tuning is judged against, and what a run costs.
+
+Map of this file:
+  1. Baselines   train_from_scratch (same architecture, random init, same budget), prompting_baseline (no
+                 training, 0 and k shots in the prompt), bag_of_chars_baseline (no network at all, with the
+                 majority class), task_baselines (all that apply to a task, on its test split)
+  2. Cost        run_cost (FLOPs, memory, wall time of a run), pretraining_cost, compare_costs
+Lecture 12 (when to fine-tune): docs/finetuning.md sections 8-9 and notebooks/08_when_to_finetune.ipynb.
+Imports: this file imports finetune.py (train_from_scratch runs finetune()); finetune() needs run_cost
+for its result, so it imports this file inside the function, at call time: no import cycle at load time.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from .autograd import get_rng_state, manual_seed, set_rng_state
+from .finetune import (
+    ClassifierModel,
+    FinetuneConfig,
+    finetune,
+    gpt_of,
+    head_parameters,
+    layer_index,
+    task_metric,
+)
+from .nn import GPT, Module
+from .tasks import _log_softmax  # the same float64 log-softmax the tasks score with
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Baselines: training from scratch, prompting, a bag of characters
+# ----------------------------------------------------------------------------------------------------
+
+
+def train_from_scratch(model_or_config, task, config=None, **kwargs):
+    """The same architecture from random init, trained with the same data, steps and schedule ("full")."""
+    config = dataclasses.replace(config or FinetuneConfig(), strategy="full")
+    gpt_config = gpt_of(model_or_config).config if isinstance(model_or_config, Module) else model_or_config
+    manual_seed(config.seed)
+    return finetune(GPT(gpt_config), task, config, **kwargs)
+
+
+def prompting_baseline(model, task, split="test", shots=(0, 3)):
+    """The pretrained model with no parameter change: the task metric with 0 and k examples in the prompt.
+
+    Answers are scored by likelihood (task.evaluate(model, split, shots=k)). Returns {"0-shot": dict, ...}.
+    """
+    return {f"{k}-shot": task.evaluate(model, split, shots=k) for k in shots}
+
+
+def _char_features(texts):
+    """(N, 130) bag of characters: the share of each ASCII code 0..127, of non-ASCII, and log length."""
+    features = np.zeros((len(texts), 130))
+    for row, text in enumerate(texts):
+        codes = np.minimum(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), 128)
+        features[row, :129] = np.bincount(codes, minlength=129) / max(len(text), 1)
+        features[row, 129] = np.log(len(text) + 1)
+    return features
+
+
+def bag_of_chars_baseline(task, steps=300, lr=0.5, weight_decay=1e-4):
+    """Non-neural baselines of a classification task, trained on its (possibly noisy) train labels.
+
+    bag_of_chars: multinomial logistic regression on _char_features (standardized with train statistics),
+    full-batch gradient descent, `steps` steps. majority: always the most frequent train label.
+    Returns {"bag_of_chars": {"test": acc, "shifted": acc}, "majority": {"test": acc, "shifted": acc}}.
+    """
+    if task.kind != "classification":
+        raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.kind}")
+    K = len(task.classes)
+    x = _char_features([e.text for e in task.train])  # (N, F)
+    labels = np.array([e.label for e in task.train])  # (N,)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8
+    x = (x - mean) / std
+    W, b = np.zeros((x.shape[1], K)), np.zeros(K)  # (F, K), (K,)
+    onehot = np.eye(K)[labels]  # (N, K)
+    for _ in range(steps):
+        p = np.exp(_log_softmax(x @ W + b))  # (N, K)
+        grad = (p - onehot) / len(x)  # d mean cross-entropy / d logits
+        W -= lr * (x.T @ grad + weight_decay * W)
+        b -= lr * grad.sum(axis=0)
+    majority = int(np.bincount(labels, minlength=K).argmax())
+    result = {"bag_of_chars": {}, "majority": {}}
+    for split in ("test", "shifted"):
+        examples = getattr(task, split)
+        truth = np.array([e.label for e in examples])
+        predicted = (((_char_features([e.text for e in examples]) - mean) / std) @ W + b).argmax(axis=1)
+        result["bag_of_chars"][split] = float((predicted == truth).mean())
+        result["majority"][split] = float((truth == majority).mean())
+    return result
+
+
+def task_baselines(model, task, config, shots=(0, 3), log=print):
+    """The alternatives on the same data and budget: from scratch, prompting (no training), bag of characters.
+
+    Returns {"scratch": metric on test, "prompting": {"0-shot": ..., ...}, "bag_of_chars": ...}; a baseline
+    that does not apply to the task is left out.
+    """
+    out = {}
+    scratch = train_from_scratch(model, task, dataclasses.replace(config, out=None), progress=False,
+                                 log=lambda *a: None)
+    out["scratch"] = task_metric(scratch.after["test"], task)
+    if task.kind != "lm":
+        try:
+            out["prompting"] = {k: task_metric(v, task) for k, v in prompting_baseline(model, task, "test", shots).items()}
+        except TypeError:  # this task's evaluate takes no shots
+            pass
+    if task.kind == "classification":
+        simple = bag_of_chars_baseline(task)  # {"bag_of_chars": {"test": acc, ...}, "majority": {...}}
+        out["bag_of_chars"] = simple["bag_of_chars"]["test"]
+        out["majority"] = simple["majority"]["test"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Cost: FLOPs, memory and time of a run, and of pretraining
+# ----------------------------------------------------------------------------------------------------
+
+
+def _matmul_params(model):
+    """{name: size} of the parameters that are multiplied with activations (embedding lookups excluded)."""
+    gpt = gpt_of(model)
+    untied = getattr(gpt, "head_untied", False)
+    out = {}
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or name.endswith("wpe.weight"):
+            continue
+        if name.endswith("wte.weight") and (untied or isinstance(model, ClassifierModel)):
+            continue  # only a lookup: the output matmul is lm_head's own (untied) or absent (classifier)
+        if name.endswith("lm_head.weight") and isinstance(model, ClassifierModel):
+            continue
+        out[name] = p.size
+    return out
+
+
+def run_cost(model, tokens, wall_s, trainable_params=None, phases=None, bytes_per_float=4):
+    """The cost of a run, estimated per token (attention's T^2 term and biases are ignored):
+
+        forward              2 * N_matmul * tokens       (a multiply and an add per weight)
+        backward, inputs     2 * N_path * tokens         (activation gradients, from the loss down to the
+                                                          lowest trainable layer; frozen layers on the way
+                                                          still pay this)
+        backward, weights    2 * N_trainable * tokens    (only trainable weights need their gradient)
+    Full fine-tuning: N_path = N_trainable = N_matmul, the usual 6 N tokens. A head alone: 2N + 4 V C per
+    token. The engine agrees: layers below the lowest trainable one are not in the graph, and the fused
+    linear (functional.LinearFunction) skips the weight gradient of a frozen weight. Memory beyond the
+    weights: gradients (1 float per trainable parameter) and AdamW's two moments (2 floats per trainable
+    parameter); activations are kept for every layer the backward passes through (not counted here).
+    phases (lp_ft) = {"probe": tokens, "full": tokens}: the probe phase is costed with the head alone.
+    """
+    gpt = gpt_of(model)
+    n_layer = gpt.config.n_layer
+    matmul = _matmul_params(model)
+    n_matmul = sum(matmul.values())
+    trainable = {name: p.size for name, p in model.named_parameters() if p.requires_grad}
+    n_trainable = trainable_params if trainable_params is not None else sum(trainable.values())
+
+    def flops_for(trainable_names, n_tokens):
+        if not trainable_names:
+            return 2 * n_matmul * n_tokens
+        lowest = min(layer_index(n, n_layer) for n in trainable_names)
+        n_path = sum(size for name, size in matmul.items() if layer_index(name, n_layer) >= lowest)
+        n_train = sum(matmul.get(name, 0) for name in trainable_names)  # biases, LayerNorms: negligible
+        return 2 * n_matmul * n_tokens + 2 * n_path * n_tokens + 2 * n_train * n_tokens
+
+    if phases:
+        head_names = [n for n, p in model.named_parameters() if any(p is q for q in head_parameters(model))]
+        flops = flops_for(head_names, phases["probe"]) + flops_for(list(trainable), phases["full"])
+        n_trainable = max(n_trainable, sum(trainable.values()))
+    else:
+        flops = flops_for(list(trainable), tokens)
+    return {
+        "trainable_params": int(n_trainable),
+        "total_params": int(model.num_parameters()),
+        "matmul_params": int(n_matmul),
+        "tokens": int(tokens),
+        "flops": int(flops),
+        "weights_bytes": int(model.num_parameters() * bytes_per_float),
+        "gradient_bytes": int(n_trainable * bytes_per_float),
+        "optimizer_state_bytes": int(2 * n_trainable * bytes_per_float),
+        "wall_s": round(float(wall_s), 3),
+    }
+
+
+def pretraining_cost(meta, model):
+    """Pretraining's cost from its checkpoint meta: tokens = steps * batch_size * block_size, FLOPs = 6 N tokens."""
+    pc = meta.get("pretrain_config") or {}
+    steps = meta.get("step") or pc.get("steps", 0)
+    tokens = int(steps) * int(pc.get("batch_size", 0)) * int(pc.get("block_size", 0))
+    gpt = gpt_of(model)
+    rng_state = get_rng_state()
+    plain = GPT(gpt.config)  # tied, untouched: the model that was pretrained
+    set_rng_state(rng_state)
+    n = sum(_matmul_params(plain).values())
+    return {"tokens": tokens, "flops": 6 * n * tokens, "trainable_params": plain.num_parameters(),
+            "optimizer_state_bytes": 2 * plain.num_parameters() * 4, "wall_s": meta.get("train_seconds")}
+
+
+def compare_costs(finetune_cost, pretrain_cost):
+    """Fine-tuning's cost as a fraction of pretraining's (tokens, FLOPs, optimizer memory, wall time)."""
+    out = {}
+    for key in ("tokens", "flops", "optimizer_state_bytes", "wall_s"):
+        a, b = finetune_cost.get(key), pretrain_cost.get(key)
+        out[f"{key}_fraction"] = round(a / b, 6) if a is not None and b else None
+    return out
