@@ -319,6 +319,7 @@ class Task:
         self._meta = meta
         self._encoded = {}  # split -> list of (prompt ids, answer ids), prompt tasks only
         self.classes, self.label_ids, self.train_clean_labels = None, None, None
+        self.prompt_suffix = None  # classification: the text between a passage and its label ("\nkind: ")
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -840,12 +841,14 @@ def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_n
         task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad,
                     {**common, "kind": "classification", **meta})
         task.classes, task.label_ids, task.train_clean_labels = KIND_CLASSES, label_ids, clean
+        task.prompt_suffix = KIND_SUFFIX
     elif name == "order":
         splits, meta, label_ids, clean = _build_order(tokenizer, n_examples, seed, block_size, label_noise,
                                                       imbalance)
         task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad,
                     {**common, "kind": "classification", **meta})
         task.classes, task.label_ids, task.train_clean_labels = ORDER_CLASSES, label_ids, clean
+        task.prompt_suffix = ORDER_SUFFIX
     else:
         splits, meta = _build_describe(tokenizer, n_examples, seed, block_size)
         task = Task(name, "instruction", "answer_loss", tokenizer, block_size, splits, pad,
