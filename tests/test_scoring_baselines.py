@@ -77,7 +77,9 @@ def test_calibration_cancels_a_constant_preference_for_one_label(model, order_ta
     biased_model = LabelBias(model, int(order_task.label_ids[0]), 8.0)
     biased = baselines.calibrated_prompting(biased_model, order_task, "test", shots=1, seed=0)
     assert biased["accuracy"] == pytest.approx(0.5)  # the raw answer is always "real": half right
-    assert biased["calibrated_accuracy"] == plain["calibrated_accuracy"]  # the bias divides out exactly
+    assert set(biased["predictions"]) == {0}
+    assert biased["calibrated_predictions"] == plain["calibrated_predictions"]  # the bias divides out exactly
+    assert len(set(plain["calibrated_predictions"])) == 2  # (and the check is not trivially one class)
     assert plain["shots_fitted"] == 1.0  # block 256 holds one ~110-character demonstration whole
 
 

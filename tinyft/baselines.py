@@ -180,7 +180,7 @@ def calibrated_prompting(model, task, split="test", shots=0, seed=0, content_fre
     raw prediction = argmax p(label | prompt); calibrated = argmax p(label | prompt) / p_cf(label), with p_cf
     the mean label distribution over the content-free prompts (the passage replaced by "N/A", "", "[MASK]").
     Returns {"accuracy": raw, "calibrated_accuracy": calibrated, "shots_fitted": mean demonstrations that fit
-    whole, "n": examples}.
+    whole, "n": examples, "predictions" and "calibrated_predictions": class indices, one per example}.
     """
     if task.kind != "classification":
         raise ValueError(f"calibrated_prompting needs a classification task; {task.name!r} is {task.kind}")
@@ -199,9 +199,10 @@ def calibrated_prompting(model, task, split="test", shots=0, seed=0, content_fre
     p_cf = label_probabilities(model, tokenizer, free_prompts, task.label_ids)  # (N * C, K)
     p_cf = p_cf.reshape(len(examples), len(content_free), -1).mean(axis=1)  # (N, K)
     truth = np.array([e.label for e in examples])
-    return {"accuracy": float((p.argmax(axis=1) == truth).mean()),
-            "calibrated_accuracy": float(((p / p_cf).argmax(axis=1) == truth).mean()),
-            "shots_fitted": float(np.mean(fitted)), "n": len(examples)}
+    raw, calibrated = p.argmax(axis=1), (p / p_cf).argmax(axis=1)  # (N,) each
+    return {"accuracy": float((raw == truth).mean()), "calibrated_accuracy": float((calibrated == truth).mean()),
+            "shots_fitted": float(np.mean(fitted)), "n": len(examples),
+            "predictions": raw.tolist(), "calibrated_predictions": calibrated.tolist()}
 
 
 def text_losses(model, tokenizer, texts, batch_size=32):
