@@ -4,7 +4,8 @@ Map of this file:
   1. Baselines   train_from_scratch (same architecture, random init, same budget), prompting_baseline (no
                  training, 0 and k shots in the prompt), bag_of_chars_baseline (no network at all, with the
                  majority class), task_baselines (all that apply to a task, on its test split)
-  2. Cost        run_cost (FLOPs, memory, wall time of a run), pretraining_cost, compare_costs
+  2. Cost        run_cost (FLOPs, memory, wall time of a run; phase_tokens splits lp_ft's), pretraining_cost,
+                 compare_costs
 Lecture 12 (when to fine-tune): docs/finetuning.md sections 8-9 and notebooks/08_when_to_finetune.ipynb.
 Imports: this file imports finetune.py (train_from_scratch runs finetune()); finetune() needs run_cost
 for its result, so it imports this file inside the function, at call time: no import cycle at load time.
@@ -180,6 +181,16 @@ def run_cost(model, tokens, wall_s, trainable_params=None, phases=None, bytes_pe
         "optimizer_state_bytes": int(2 * n_trainable * bytes_per_float),
         "wall_s": round(float(wall_s), 3),
     }
+
+
+def phase_tokens(history, tokens):
+    """lp_ft: {"probe": tokens, "full": tokens}, `tokens` shared in proportion to each phase's steps
+    (history rows carry "phase"); None for an empty history. run_cost(phases=...) reads it."""
+    if not history:
+        return None
+    probe_steps = sum(1 for row in history if row["phase"] == "probe")
+    probe_tokens = tokens * probe_steps // len(history)
+    return {"probe": probe_tokens, "full": tokens - probe_tokens}
 
 
 def pretraining_cost(meta, model):

@@ -194,53 +194,72 @@ def check_out_dir(out):
         raise ValueError(f"--out {out!r} is not writable; choose a folder you can write to")
 
 
-def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=None):
+class StopAfter:
+    """A pretrain callback that stops the run after `n` steps of this call, as Ctrl-C would: the checkpoint
+    is saved, the result says interrupted=True, and pretrain(..., resume=True) continues bit-identically.
+    Notebook 05 trains one run in stages with it; the resume tests play a user pressing Ctrl-C with it."""
+
+    def __init__(self, n):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"StopAfter: n must be an int >= 1 (steps to run before stopping), got {n!r}")
+        self.n, self.seen = int(n), 0
+
+    def after_step(self, step, model, row):
+        self.seen += 1
+        return self.seen >= self.n
+
+
+def _resume_state(config, ckpt_path, resume):
+    """The checkpoint to continue from (None for a fresh run), checked against `config`."""
+    if resume not in (True, False, "auto"):
+        raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+    if resume == "auto":
+        resume = os.path.exists(ckpt_path)
+    if not resume:
+        return None
+    if not os.path.exists(ckpt_path):
+        raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
+    state = checkpoint.load(ckpt_path)
+    saved = state.meta.get("pretrain_config", {})
+    for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "seed"):
+        if key in saved and saved[key] != getattr(config, key):
+            raise ValueError(f"--resume: the checkpoint was trained with {key}={saved[key]!r} but this run asks "
+                             f"for {getattr(config, key)!r}; use the same settings or a new --out")
+    return state
+
+
+def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     """Pretrain a GPT as `config` says; return a PretrainResult (history for plots, final checkpoint).
 
     resume=True continues from `config.out`/ckpt.npz exactly where it stopped: weights, optimizer
     moments, the step counter and both random generators come back, so the continued run is
     bit-identical to one that was never interrupted. resume="auto" resumes when that checkpoint exists
-    and starts fresh otherwise; a finished run then returns at once (notebooks use it as a cache). Ctrl-C saves a checkpoint and returns cleanly.
-    `_stop_after` (tests only) raises KeyboardInterrupt after that many steps, as a user pressing Ctrl-C.
+    and starts fresh otherwise; a finished run then returns at once (notebooks use it as a cache).
+    Ctrl-C saves a checkpoint and returns cleanly.
+    callbacks: objects with after_step(step, model, row), called after every step (row: that step's
+    history dict); one that returns True stops the run as Ctrl-C would (StopAfter(n) is one).
     """
     config = config or PretrainConfig()
     config.validate()
+    _check_callbacks(callbacks)
     check_out_dir(config.out)
     ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
 
     # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
-    if resume not in (True, False, "auto"):
-        raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
-    if resume == "auto":
-        resume = os.path.exists(ckpt_path)
-    state = None
-    if resume:
-        if not os.path.exists(ckpt_path):
-            raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
-        state = checkpoint.load(ckpt_path)
-        saved = state.meta.get("pretrain_config", {})
-        for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "seed"):
-            if key in saved and saved[key] != getattr(config, key):
-                raise ValueError(f"--resume: the checkpoint was trained with {key}={saved[key]!r} but this run asks "
-                                 f"for {getattr(config, key)!r}; use the same settings or a new --out")
+    state = _resume_state(config, ckpt_path, resume)
     manual_seed(config.seed)
     tokenizer = tokenizer_from_dict(state.meta["tokenizer"]) if state else None
     prepared = prepare_data(config, tokenizer)
     tokenizer = prepared["tokenizer"]
-    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
-                             n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout)
-    model = GPT(model_config)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
+                          n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout))
     optimizer = optim.AdamW(optim.param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
                             betas=(0.9, 0.95))
     batch_rng = np.random.default_rng(config.seed)  # draws the training windows
     val_batches = fixed_batches(prepared["val"], config.eval_batches, config.batch_size, config.block_size, seed=1234)
     history, start_step, train_seconds = [], 0, 0.0
     if state:
-        checkpoint.restore(ckpt_path, model, optimizer)
-        batch_rng.bit_generator.state = state.meta["batch_rng_state"]
-        set_rng_state(state.meta["rng_state"])
-        history, start_step = state.meta["history"], state.meta["step"]
-        train_seconds = state.meta.get("train_seconds", 0.0)
+        history, start_step, train_seconds = _restore(state, ckpt_path, model, optimizer, batch_rng)
         log(f"resumed from {ckpt_path} at step {start_step}")
 
     params = list(model.parameters())
@@ -262,9 +281,8 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
     # --- 2. the loop -------------------------------------------------------------------------------
     step, interrupted = start_step, False
     bar = tqdm(total=config.steps, initial=start_step, disable=not progress, desc="pretrain", unit="step")
-    loss_value = float("nan")
     try:
-        while step < config.steps:
+        while step < config.steps and not interrupted:
             t0 = time.perf_counter()
             lr = optim.cosine_schedule(step, config.lr, config.warmup_steps, config.steps, config.min_lr)
             optim.set_lr(optimizer, lr)  # schedule
@@ -283,13 +301,15 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
             if step % config.eval_every == 0 or step == config.steps:
                 row["val_loss"] = estimate_loss(model, val_batches)  # evaluate
             history.append(row)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_per_step / dt:,.0f}",
-                            **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.1e}", "tok_s": f"{tokens_per_step / dt:,.0f}"}
+            if "val_loss" in row:
+                postfix["val"] = f"{row['val_loss']:.3f}"
+            bar.set_postfix(postfix)
             bar.update(1)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 save(step)  # periodic checkpoint
-            if _stop_after is not None and step - start_step >= _stop_after:
-                raise KeyboardInterrupt
+            if any([callback.after_step(step, model, row) for callback in callbacks]):  # each sees every step
+                interrupted = True  # a callback asked to stop: save and return as on Ctrl-C
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -299,10 +319,31 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
         log(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
 
     # --- 3. report ---------------------------------------------------------------------------------
+    return _result(config, prepared, model, history, ckpt_path, step, val_batches, train_seconds, interrupted)
+
+
+def _check_callbacks(callbacks):
+    for callback in callbacks:
+        if not callable(getattr(callback, "after_step", None)):
+            raise ValueError(f"callbacks: each needs an after_step(step, model, row) method, got {callback!r}")
+
+
+def _restore(state, ckpt_path, model, optimizer, batch_rng):
+    """Put a checkpoint's weights, AdamW moments and both random generators back; (history, step, seconds)."""
+    checkpoint.restore(ckpt_path, model, optimizer)
+    batch_rng.bit_generator.state = state.meta["batch_rng_state"]
+    set_rng_state(state.meta["rng_state"])
+    return state.meta["history"], state.meta["step"], state.meta.get("train_seconds", 0.0)
+
+
+def _result(config, prepared, model, history, ckpt_path, step, val_batches, train_seconds, interrupted):
+    """The PretrainResult: final losses (train: mean of the last 20 steps), a sample from "The ", tokens/s."""
+    tokenizer = prepared["tokenizer"]
     final_val = history[-1]["val_loss"] if history and "val_loss" in history[-1] else estimate_loss(model, val_batches)
     prompt = tokenizer.encode("The ")[None, :]  # (1, t)
     sample = tokenizer.decode(model.generate(prompt, config.sample_tokens, temperature=0.8, seed=config.seed)[0])
     recent = [row["train_loss"] for row in history[-20:]]
+    tokens_per_step = config.batch_size * config.block_size
     return PretrainResult(
         model=model, tokenizer=tokenizer, history=history, checkpoint=ckpt_path, steps=step,
         final_train_loss=float(np.mean(recent)) if recent else float("nan"), final_val_loss=final_val,
