@@ -108,6 +108,7 @@ def test_untied_head_checkpoint_loads_back_with_its_own_head(tmp_path):
     apply_strategy(model, "head")
     model.lm_head.weight.data += 0.5  # the head now differs from the embeddings
     save_finetuned(tmp_path / "ft.npz", model)
+    assert checkpoint.load(tmp_path / "ft.npz").meta["stage"] == "finetune"
     loaded = load_finetuned(tmp_path / "ft.npz")
     x = np.arange(8)[None, :]
     np.testing.assert_array_equal(loaded(x)[0].data, model(x)[0].data)

@@ -38,7 +38,8 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues_bit_identically(tmp_p
 
     interrupted = pretrain(tiny_config(tmp_path / "split"), progress=False, log=quiet, callbacks=[StopAfter(5)])
     assert interrupted.interrupted and interrupted.steps == 5
-    assert checkpoint.load(interrupted.checkpoint).meta["step"] == 5
+    meta = checkpoint.load(interrupted.checkpoint).meta
+    assert meta["step"] == 5 and meta["stage"] == "pretrain"
     resumed = pretrain(tiny_config(tmp_path / "split"), resume=True, progress=False, log=quiet)
 
     assert resumed.steps == straight.steps == 12

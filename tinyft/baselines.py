@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from .autograd import get_rng_state, manual_seed, set_rng_state
+from .autograd import manual_seed, rng_preserved
 from .finetune import (
     ClassifierModel,
     FinetuneConfig,
@@ -66,8 +66,8 @@ def bag_of_chars_baseline(task, steps=300, lr=0.5, weight_decay=1e-4):
     full-batch gradient descent, `steps` steps. majority: always the most frequent train label.
     Returns {"bag_of_chars": {"test": acc, "shifted": acc}, "majority": {"test": acc, "shifted": acc}}.
     """
-    if task.kind != "classification":
-        raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.kind}")
+    if task.task_type != "classification":
+        raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.task_type}")
     K = len(task.classes)
     x = _char_features([e.text for e in task.train])  # (N, F)
     labels = np.array([e.label for e in task.train])  # (N,)
@@ -101,12 +101,12 @@ def task_baselines(model, task, config, shots=(0, 3), log=print):
     scratch = train_from_scratch(model, task, dataclasses.replace(config, out=None), progress=False,
                                  log=lambda *a: None)
     out["scratch"] = task_metric(scratch.after["test"], task)
-    if task.kind != "lm":
+    if task.task_type != "lm":
         try:
             out["prompting"] = {k: task_metric(v, task) for k, v in prompting_baseline(model, task, "test", shots).items()}
         except TypeError:  # this task's evaluate takes no shots
             pass
-    if task.kind == "classification":
+    if task.task_type == "classification":
         simple = bag_of_chars_baseline(task)  # {"bag_of_chars": {"test": acc, ...}, "majority": {...}}
         out["bag_of_chars"] = simple["bag_of_chars"]["test"]
         out["majority"] = simple["majority"]["test"]
@@ -199,9 +199,8 @@ def pretraining_cost(meta, model):
     steps = meta.get("step") or pc.get("steps", 0)
     tokens = int(steps) * int(pc.get("batch_size", 0)) * int(pc.get("block_size", 0))
     gpt = gpt_of(model)
-    rng_state = get_rng_state()
-    plain = GPT(gpt.config)  # tied, untouched: the model that was pretrained
-    set_rng_state(rng_state)
+    with rng_preserved():
+        plain = GPT(gpt.config)  # tied, untouched: the model that was pretrained
     n = sum(_matmul_params(plain).values())
     return {"tokens": tokens, "flops": 6 * n * tokens, "trainable_params": plain.num_parameters(),
             "optimizer_state_bytes": 2 * plain.num_parameters() * 4, "wall_s": meta.get("train_seconds")}

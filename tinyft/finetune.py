@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, optim
 from . import functional as F
-from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
+from .autograd import manual_seed, no_grad, rng_preserved
 from .lora import (
     LoRAAdapters,
     LoRALinear,
@@ -438,7 +438,7 @@ def evaluate(model, task, split, decode=True):
     try:
         if isinstance(model, ClassifierModel):
             return _evaluate_classifier(model, task, split)
-        if getattr(task, "kind", None) == "instruction" and not decode:
+        if getattr(task, "task_type", None) == "instruction" and not decode:
             return task.evaluate(model, split, decode=False)
         return task.evaluate(model, split)
     finally:
@@ -470,11 +470,10 @@ class Hook:
         x, y = hook.mix_batch(x, y, rng)      after the batch is drawn: change its rows (forgetting.Replay)
         term = hook.penalty(model)            after the forward: a scalar Tensor added to the loss, or None
                                               (forgetting.EWC, forgetting.L2SP)
-        extra = hook.after_step(step, model)  after the optimizer step and the periodic evaluation: a dict
-                                              merged into the step's history row, or None
-                                              (forgetting.source_loss_callback measures the forgetting curve)
-    Subclass it and override what you need. rng is the loop's numpy Generator (draw from it, and the run
-    stays reproducible for its seed); step counts from 1 across both phases of lp_ft.
+        extra = hook.after_step(step, model)  after the step and the periodic evaluation: a dict merged into
+                                              the history row, or None (forgetting.source_loss_callback)
+    Subclass it and override what you need. rng is the loop's Generator (draw from it and the run stays
+    reproducible for its seed); step counts from 1 across both phases of lp_ft.
     """
 
     def mix_batch(self, x, y, rng):  # x, y: (B, T) int64
@@ -512,10 +511,7 @@ def _hooks(mitigations, callback):
 
 def _training_step(model, task, optimizer, params, hooks, batch_rng, batch_size, grad_clip):
     """One step, as pretrain's: batch -> forward -> loss (+ the hooks' penalties) -> backward -> clip -> step.
-
-    Returns (loss, penalty, grad_norm, tokens): the task loss and the summed penalties as floats, the
-    gradient norm before clipping, and the number of tokens in the (mixed) batch.
-    """
+    Returns the task loss, the summed penalties, the gradient norm before clipping and the batch's tokens."""
     x, y = task.batch("train", batch_size, batch_rng)  # (B, T) int64 each
     for hook in hooks:
         x, y = hook.mix_batch(x, y, batch_rng)  # replay: source-domain rows into the batch
@@ -608,7 +604,7 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     hooks = _hooks(mitigations, callback)
     t_start = time.perf_counter()
     manual_seed(config.seed)  # LoRA's A and a classifier head draw their initial values from it
-    if getattr(task, "kind", None) == "classification" and config.classifier == "head":
+    if getattr(task, "task_type", None) == "classification" and config.classifier == "head":
         model = ClassifierModel(model, task.label_ids, config.pooling)
     report = apply_strategy(model, config.strategy, k=config.k, lora_rank=config.lora_rank,
                             lora_alpha=config.lora_alpha, lora_targets=config.lora_targets)
@@ -703,9 +699,8 @@ def save_finetuned(path, model, export="full", tokenizer=None, config=None, base
     if export == "adapter":
         to_save = LoRAAdapters(model)
     elif export == "merged":
-        rng_state = get_rng_state()
-        to_save = GPT(gpt.config)  # a plain GPT holding the merged weights
-        set_rng_state(rng_state)
+        with rng_preserved():
+            to_save = GPT(gpt.config)  # a plain GPT to hold the merged weights
         if info["head_untied"]:
             untie_head(to_save)
         state = merged_state_dict(model)
@@ -714,7 +709,7 @@ def save_finetuned(path, model, export="full", tokenizer=None, config=None, base
         to_save.load_state_dict(state)
     else:
         to_save = model
-    checkpoint.save(path, to_save, tokenizer=tokenizer, finetune=info, kind="finetune", **meta)
+    checkpoint.save(path, to_save, tokenizer=tokenizer, finetune=info, stage="finetune", **meta)
 
 
 def _jsonable(d):
@@ -731,8 +726,7 @@ def load_finetuned(path, base=None):
     if not isinstance(info, dict):
         raise checkpoint.CheckpointError(f"{path!r} is not a fine-tuned checkpoint (no 'finetune' entry in its "
                                          "meta); use checkpoint.load_model for a pretrained one")
-    rng_state = get_rng_state()
-    try:
+    with rng_preserved():  # building draws weights (and LoRA's A) that the saved ones replace
         if info["export"] == "adapter":
             base = base or info.get("base_checkpoint")
             if not base or not os.path.exists(base):
@@ -748,8 +742,6 @@ def load_finetuned(path, base=None):
         if info.get("lora"):
             lo = info["lora"]
             inject_lora(model, lo["rank"], lo["alpha"], tuple(lo["targets"]))
-    finally:
-        set_rng_state(rng_state)
     if info["export"] == "adapter":
         params = dict(model.named_parameters())
         missing = [n for n in params if is_lora_parameter(n) and n not in ckpt.model_state]

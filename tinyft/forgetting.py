@@ -32,10 +32,12 @@ import os
 import numpy as np
 
 from . import checkpoint, data
-from .autograd import get_rng_state, no_grad, set_rng_state
+from .autograd import rng_preserved
 from .finetune import ClassifierModel, Hook, evaluate, gpt_of, untie_head
 from .lora import LoRALinear, is_lora_parameter
 from .nn import GPT
+from .pretrain import PretrainConfig, estimate_loss, prepare_data
+from .tokenizers import tokenizer_from_dict
 
 MITIGATIONS = ("none", "replay", "ewc", "l2sp")
 
@@ -45,27 +47,16 @@ MITIGATIONS = ("none", "replay", "ewc", "l2sp")
 # ----------------------------------------------------------------------------------------------------
 
 
-@no_grad()
 def source_loss(model, source_batches):
-    """Mean next-token cross-entropy (nats/token) of the language model in `model` on source batches.
+    """L_src: the mean next-token loss (nats/token) on held-out SOURCE text, pretrain.estimate_loss by its
+    forgetting name. A ClassifierModel is scored through its GPT body (the language model it still holds).
 
         L_src(theta) = (1 / n_batches) * sum over batches (x, y) of  mean_{b,t} -log p_theta(y[b,t] | x[b, :t+1])
 
-    source_batches: a list of (x, y) int arrays (B, T), held-out pretraining text, the SAME list before,
-    during and after fine-tuning (pretrain.fixed_batches makes one), so differences are the model's alone.
-    Computed in eval mode (dropout off); the model's mode is restored. A ClassifierModel is scored through
-    its GPT body (the pretrained language model it still contains).
+    source_batches: held-out pretraining text, the SAME list before, during and after fine-tuning
+    (pretrain.fixed_batches makes one), so differences are the model's alone.
     """
-    if not source_batches:
-        raise ValueError("source_loss: source_batches is empty; pass a list of (x, y) batches of source text")
-    gpt = gpt_of(model)
-    was_training = gpt.training
-    gpt.eval()
-    try:
-        losses = [gpt(x, y)[1].item() for x, y in source_batches]
-    finally:
-        gpt.train(was_training)
-    return float(np.mean(losses))
+    return estimate_loss(gpt_of(model), source_batches)
 
 
 def perplexity(loss):
@@ -80,9 +71,6 @@ def source_data(ckpt):
     `python -m tinyft pretrain` writes). The validation ids were never trained on: forgetting is measured
     there; replay and the Fisher draw from the train ids.
     """
-    from .pretrain import PretrainConfig, prepare_data  # same layer: reuse pretraining's own split
-    from .tokenizers import tokenizer_from_dict
-
     ckpt = checkpoint.load(ckpt) if isinstance(ckpt, (str, os.PathLike)) else ckpt
     meta = ckpt.meta
     if "tokenizer" not in meta or "pretrain_config" not in meta:
@@ -523,11 +511,8 @@ def wise_ft(pretrained_state, finetuned_state, alpha):
 def _plain_model_like(model):
     """A plain GPT with `model`'s config (untied if its head is), without moving tinyft's RNG."""
     gpt = gpt_of(model)
-    state = get_rng_state()
-    try:
+    with rng_preserved():
         plain = GPT(gpt.config)
-    finally:
-        set_rng_state(state)
     if getattr(gpt, "head_untied", False):
         untie_head(plain)
     return plain

@@ -126,11 +126,22 @@ def fixed_batches(ids, n_batches, batch_size, block_size, seed):
 
 @no_grad()
 def estimate_loss(model, batches):
-    """Mean cross-entropy (nats per token) of `model` over `batches`, in eval mode."""
+    """Mean next-token cross-entropy (nats per token) of `model` over fixed batches, in eval mode:
+
+        L = (1 / n_batches) * sum over batches (x, y) of  mean_{b,t} -log p(y[b,t] | x[b, :t+1])
+
+    batches: a list of (x, y) int arrays (B, T), the SAME list each time it is measured (fixed_batches makes
+    one), so differences between two measurements are the model's alone. Dropout is off while measuring;
+    the model's mode is restored. forgetting.source_loss is this on held-out pretraining text.
+    """
+    if not batches:
+        raise ValueError("estimate_loss: batches is empty; pass a list of (x, y) batches (fixed_batches makes one)")
     was_training = model.training
     model.eval()
-    losses = [model(x, y)[1].item() for x, y in batches]
-    model.train(was_training)
+    try:
+        losses = [model(x, y)[1].item() for x, y in batches]
+    finally:
+        model.train(was_training)
     return float(np.mean(losses))
 
 
@@ -176,12 +187,8 @@ def bits_per_char(loss_nats_per_token, chars_per_token):
 
 
 def write_history(path, history):
-    """history (a list of dicts) as JSON lines, written atomically (temp file, then rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+    """history (a list of dicts) as JSON lines, written atomically (checkpoint.atomic_write)."""
+    checkpoint.atomic_write(path, "".join(json.dumps(row) + "\n" for row in history))
 
 
 def check_out_dir(out):
@@ -231,13 +238,11 @@ def _resume_state(config, ckpt_path, resume):
 def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     """Pretrain a GPT as `config` says; return a PretrainResult (history for plots, final checkpoint).
 
-    resume=True continues from `config.out`/ckpt.npz exactly where it stopped: weights, optimizer
-    moments, the step counter and both random generators come back, so the continued run is
-    bit-identical to one that was never interrupted. resume="auto" resumes when that checkpoint exists
-    and starts fresh otherwise; a finished run then returns at once (notebooks use it as a cache).
-    Ctrl-C saves a checkpoint and returns cleanly.
-    callbacks: objects with after_step(step, model, row), called after every step (row: that step's
-    history dict); one that returns True stops the run as Ctrl-C would (StopAfter(n) is one).
+    resume=True continues from `config.out`/ckpt.npz exactly where it stopped (weights, optimizer moments,
+    the step counter and both random generators), bit-identical to a run never interrupted; resume="auto"
+    resumes when that checkpoint exists, so a finished run returns at once (notebooks use it as a cache).
+    Ctrl-C saves a checkpoint and returns cleanly. callbacks: objects with after_step(step, model, row),
+    called after every step; one that returns True stops the run as Ctrl-C would (StopAfter(n) is one).
     """
     config = config or PretrainConfig()
     config.validate()
@@ -248,8 +253,7 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
     state = _resume_state(config, ckpt_path, resume)
     manual_seed(config.seed)
-    tokenizer = tokenizer_from_dict(state.meta["tokenizer"]) if state else None
-    prepared = prepare_data(config, tokenizer)
+    prepared = prepare_data(config, tokenizer_from_dict(state.meta["tokenizer"]) if state else None)
     tokenizer = prepared["tokenizer"]
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
                           n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout))
@@ -265,11 +269,10 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     params = list(model.parameters())
     tokens_per_step = config.batch_size * config.block_size
 
-    def save(step):
-        checkpoint.save(ckpt_path, model, optimizer, step=step, tokenizer=tokenizer.to_dict(),
-                        pretrain_config=dataclasses.asdict(config), history=history,
-                        batch_rng_state=batch_rng.bit_generator.state, rng_state=get_rng_state(),
-                        train_seconds=train_seconds, kind="pretrain")
+    def save(step):  # everything resume needs, and the history as JSON lines beside it
+        checkpoint.save(ckpt_path, model, optimizer, step=step, tokenizer=tokenizer.to_dict(), history=history,
+                        pretrain_config=dataclasses.asdict(config), batch_rng_state=batch_rng.bit_generator.state,
+                        rng_state=get_rng_state(), train_seconds=train_seconds, stage="pretrain")
         write_history(os.path.join(config.out, HISTORY_NAME), history)
 
     if start_step == 0:
