@@ -29,7 +29,7 @@ def quiet(*args, **kwargs):
 class CodeWindows:
     """A small LM task with the tasks.py protocol: windows of real standard-library source, split in four."""
 
-    name, kind, metric, higher_is_better = "code-windows", "lm", "loss", False
+    name, task_type, metric, higher_is_better = "code-windows", "lm", "loss", False
 
     def __init__(self, tokenizer, block_size=BLOCK, chars=60_000):
         text = data.load_corpus("stdlib_code")[:chars]

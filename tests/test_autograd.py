@@ -423,6 +423,20 @@ def test_manual_seed_makes_the_default_rng_reproducible():
     np.testing.assert_array_equal(tinyft.default_rng().random(3), a)
 
 
+def test_rng_preserved_restores_the_state_after_the_block_even_on_error():
+    tinyft.manual_seed(7)
+    expected = tinyft.default_rng().random(3)  # what the next draws are when nothing intervenes
+    tinyft.manual_seed(7)
+    with tinyft.rng_preserved():
+        tinyft.default_rng().random(1000)  # e.g. building a model whose weights are then loaded
+    np.testing.assert_array_equal(tinyft.default_rng().random(3), expected)
+    tinyft.manual_seed(7)
+    with pytest.raises(RuntimeError), tinyft.rng_preserved():
+        tinyft.default_rng().random(10)
+        raise RuntimeError("failed while building")
+    np.testing.assert_array_equal(tinyft.default_rng().random(3), expected)
+
+
 def test_manual_seed_rejects_a_negative_seed():
     with pytest.raises(ValueError, match="non-negative int"):
         tinyft.manual_seed(-1)

@@ -324,3 +324,21 @@ def test_save_writes_a_plain_npz_that_numpy_reads_without_pickle(saved):
     with np.load(saved[0], allow_pickle=False) as npz:
         assert "__meta__" in npz.files and "model/transformer.wte.weight" in npz.files
         assert "optim/state/0/m" in npz.files
+
+
+def test_atomic_write_replaces_the_whole_file_or_leaves_the_old_one(tmp_path):
+    path = tmp_path / "table.csv"
+    checkpoint.atomic_write(path, "a,b\n1,2\n")  # str: UTF-8
+    assert path.read_text(encoding="utf-8") == "a,b\n1,2\n"
+    checkpoint.atomic_write(path, b"\x00\x01")  # bytes as they are
+    assert path.read_bytes() == b"\x00\x01"
+
+    def half_then_interrupted(f):
+        f.write(b"half a table")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_write(path, half_then_interrupted)
+    assert path.read_bytes() == b"\x00\x01" and os.listdir(tmp_path) == ["table.csv"]
+    with pytest.raises(FileNotFoundError, match="missing_folder"):
+        checkpoint.atomic_write(tmp_path / "missing_folder" / "x.txt", "x")

@@ -12,6 +12,7 @@ from tinyft.autograd import manual_seed
 from tinyft.finetune import (
     STRATEGIES,
     FinetuneConfig,
+    Hook,
     apply_strategy,
     describe_trainable,
     finetune,
@@ -107,6 +108,7 @@ def test_untied_head_checkpoint_loads_back_with_its_own_head(tmp_path):
     apply_strategy(model, "head")
     model.lm_head.weight.data += 0.5  # the head now differs from the embeddings
     save_finetuned(tmp_path / "ft.npz", model)
+    assert checkpoint.load(tmp_path / "ft.npz").meta["stage"] == "finetune"
     loaded = load_finetuned(tmp_path / "ft.npz")
     x = np.arange(8)[None, :]
     np.testing.assert_array_equal(loaded(x)[0].data, model(x)[0].data)
@@ -180,22 +182,38 @@ def test_head_lr_applies_to_the_untied_head_and_frozen_parameters_are_left_out()
     assert not any(name.startswith("transformer.h.0.") for name in lrs)
 
 
-def test_mitigation_hooks_are_called_every_step(pretrained, task):
-    calls = {"mix": 0, "penalty": 0}
+def test_hooks_are_called_every_step_in_the_documented_order(pretrained, task):
+    calls = []
 
-    class Hooks:
+    class Recorder(Hook):
         def mix_batch(self, x, y, rng):
-            calls["mix"] += 1
+            calls.append("mix_batch")
             return x, y
 
         def penalty(self, model):
-            calls["penalty"] += 1
-            return None if calls["penalty"] % 2 else (model.transformer.ln_f.weight ** 2).sum() * 0.0
+            calls.append("penalty")
+            return None if len(calls) % 2 else (model.transformer.ln_f.weight ** 2).sum() * 0.0
 
-    result = finetune(checkpoint.load_model(pretrained[0]), task, ft_config(steps=3), mitigations=(Hooks(), object()),
+        def after_step(self, step, model):
+            calls.append("after_step")
+            return {"recorded": step}
+
+    result = finetune(checkpoint.load_model(pretrained[0]), task, ft_config(steps=3), mitigations=(Recorder(), Hook()),
                       callback=lambda step, model: {"seen": step}, progress=False, log=quiet)
-    assert calls == {"mix": 3, "penalty": 3}
-    assert [row["seen"] for row in result.history] == [1, 2, 3]
+    assert calls == ["mix_batch", "penalty", "after_step"] * 3  # Hook() does nothing at each point
+    assert [row["seen"] for row in result.history] == [1, 2, 3]  # a plain function callback is wrapped
+    assert [row["recorded"] for row in result.history] == [1, 2, 3]
+    assert all("penalty" in row for row in result.history)
+
+
+def test_a_mitigation_that_is_not_a_hook_is_refused(pretrained, task):
+    class NotAHook:
+        def penalty(self, model):
+            return None
+
+    with pytest.raises(ValueError, match="mitigations: each must be a finetune.Hook"):
+        finetune(checkpoint.load_model(pretrained[0]), task, ft_config(steps=1), mitigations=(NotAHook(),),
+                 progress=False, log=quiet)
 
 
 # --- bad input ----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinyft import checkpoint
-from tinyft.pretrain import PretrainConfig, pretrain
+from tinyft.pretrain import PretrainConfig, StopAfter, pretrain
 
 
 def tiny_config(out, **overrides):
@@ -36,9 +36,10 @@ def test_loss_decreases_on_the_default_corpus_within_a_short_run(tmp_path):
 def test_interrupt_saves_a_checkpoint_and_resume_continues_bit_identically(tmp_path):
     straight = pretrain(tiny_config(tmp_path / "straight"), progress=False, log=quiet)
 
-    interrupted = pretrain(tiny_config(tmp_path / "split"), progress=False, log=quiet, _stop_after=5)
+    interrupted = pretrain(tiny_config(tmp_path / "split"), progress=False, log=quiet, callbacks=[StopAfter(5)])
     assert interrupted.interrupted and interrupted.steps == 5
-    assert checkpoint.load(interrupted.checkpoint).meta["step"] == 5
+    meta = checkpoint.load(interrupted.checkpoint).meta
+    assert meta["step"] == 5 and meta["stage"] == "pretrain"
     resumed = pretrain(tiny_config(tmp_path / "split"), resume=True, progress=False, log=quiet)
 
     assert resumed.steps == straight.steps == 12
@@ -47,6 +48,26 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues_bit_identically(tmp_p
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_callbacks_see_every_step_row_and_the_first_true_stops_the_run(tmp_path):
+    class Watch:
+        def __init__(self):
+            self.rows = []
+
+        def after_step(self, step, model, row):
+            self.rows.append((step, row["train_loss"]))
+            return step == 3
+
+    watch = Watch()
+    result = pretrain(tiny_config(tmp_path), progress=False, log=quiet, callbacks=[watch, StopAfter(10)])
+    assert result.interrupted and result.steps == 3
+    assert watch.rows == [(r["step"], r["train_loss"]) for r in result.history]
+    assert checkpoint.load(result.checkpoint).meta["step"] == 3
+    with pytest.raises(ValueError, match="after_step"):
+        pretrain(tiny_config(tmp_path / "bad"), progress=False, log=quiet, callbacks=[lambda *a: True])
+    with pytest.raises(ValueError, match="StopAfter"):
+        StopAfter(0)
 
 
 def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path):

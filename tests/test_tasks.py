@@ -54,6 +54,12 @@ def test_the_same_seed_builds_the_same_task_and_another_seed_a_different_one(tok
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
 
 
+def test_the_task_name_and_its_type_are_two_attributes(kind, describe, code):
+    assert [(t.name, t.task_type) for t in (code, kind, describe)] == [
+        ("code", "lm"), ("kind", "classification"), ("describe", "instruction")]
+    assert kind.info()["task_type"] == "classification" and "task_type='classification'" in repr(kind)
+
+
 def test_no_val_test_or_shifted_text_appears_in_train(kind, describe):
     train = {e.text for e in kind.train}
     for split in ("val", "test", "shifted"):

@@ -1,8 +1,9 @@
 """tinyft: learn how fine-tuning works by building every piece from scratch in NumPy.
 
 Layers, bottom up (imports only point down): the engine (autograd.py), differentiable ops
-(functional.py, kernels/), models (nn.py, optim.py, checkpoint.py), workflows (pretrain.py,
-finetune.py, forgetting.py). gradcheck.py checks any gradient against finite differences.
+(functional.py, kernels/), models (nn.py, optim.py, checkpoint.py), data (data.py, tokenizers.py,
+tasks.py), workflows (pretrain.py, lora.py, finetune.py, forgetting.py, baselines.py, experiments.py,
+demo.py), the command line (cli.py). gradcheck.py checks any gradient against finite differences.
 """
 
 from . import checkpoint, functional, nn, optim
@@ -15,6 +16,7 @@ from .autograd import (
     is_grad_enabled,
     manual_seed,
     no_grad,
+    rng_preserved,
     set_rng_state,
     split,
     stack,
@@ -27,7 +29,7 @@ from .optim import SGD, Adam, AdamW, clip_grad_norm
 
 __all__ = [
     "Tensor", "Function", "tensor", "concatenate", "stack", "split", "no_grad", "is_grad_enabled",
-    "manual_seed", "default_rng", "get_rng_state", "set_rng_state", "gradcheck", "GradcheckError",
+    "manual_seed", "default_rng", "get_rng_state", "set_rng_state", "rng_preserved", "gradcheck", "GradcheckError",
     "GPT", "GPTConfig", "Module", "Parameter", "SGD", "Adam", "AdamW", "clip_grad_norm", "CheckpointError",
     "functional", "nn", "optim", "checkpoint",
 ]

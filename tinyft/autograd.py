@@ -1,7 +1,7 @@
 """The engine: tensors that remember how they were made, and reverse-mode differentiation.
 
 Map of this file:
-  1. Random state and grad mode   manual_seed, default_rng, no_grad
+  1. Random state and grad mode   manual_seed, default_rng, get/set_rng_state, rng_preserved, no_grad
   2. Function and Context         forward(ctx, *arrays) / backward(ctx, grad) pairs; apply() records the graph
   3. unbroadcast                  the one helper that sums a gradient back to its input's shape
   4. Tensor                       an ndarray + requires_grad + the Context that made it; backward()
@@ -9,6 +9,7 @@ Map of this file:
 Ideas from micrograd (engine.py) and PyTorch's autograd.Function; written from scratch for reading.
 """
 
+import contextlib
 import random
 
 import numpy as np
@@ -44,6 +45,21 @@ def get_rng_state():
 def set_rng_state(state):
     """Restore a snapshot taken by get_rng_state()."""
     _rng.bit_generator.state = state
+
+
+@contextlib.contextmanager
+def rng_preserved():
+    """Context manager: tinyft's random state after the block is what it was before it.
+
+    Building a model draws its initial weights from tinyft's Generator. Code that builds one only to load
+    saved weights into it (a checkpoint, a merged copy) does it inside this block, so the caller's later
+    draws (LoRA's A, a classifier head, dropout, sampling) do not depend on whether that model was built.
+    """
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def is_grad_enabled():

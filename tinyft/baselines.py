@@ -6,7 +6,8 @@ Map of this file:
                  majority class), task_baselines (all that apply to a task, on its test split)
   2. Prompting and zero-shot scoring   label_probabilities, calibrated_prompting (demonstrations kept whole,
                  contextual calibration), text_losses, zero_shot_order (a loss threshold chosen on validation)
-  3. Cost        run_cost (FLOPs, memory, wall time of a run), pretraining_cost, compare_costs
+  3. Cost        run_cost (FLOPs, memory, wall time of a run; phase_tokens splits lp_ft's), pretraining_cost,
+                 compare_costs
 Lecture 12 (when to fine-tune): docs/finetuning.md sections 8-9 and notebooks/08_when_to_finetune.ipynb.
 Imports: this file imports finetune.py (train_from_scratch runs finetune()); finetune() needs run_cost
 for its result, so it imports this file inside the function, at call time: no import cycle at load time.
@@ -16,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
+from .autograd import manual_seed, no_grad, rng_preserved
 from .finetune import (
     ClassifierModel,
     FinetuneConfig,
@@ -67,8 +68,8 @@ def bag_of_chars_baseline(task, steps=300, lr=0.5, weight_decay=1e-4):
     full-batch gradient descent, `steps` steps. majority: always the most frequent train label.
     Returns {"bag_of_chars": {"test": acc, "shifted": acc}, "majority": {"test": acc, "shifted": acc}}.
     """
-    if task.kind != "classification":
-        raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.kind}")
+    if task.task_type != "classification":
+        raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.task_type}")
     K = len(task.classes)
     x = _char_features([e.text for e in task.train])  # (N, F)
     labels = np.array([e.label for e in task.train])  # (N,)
@@ -102,12 +103,12 @@ def task_baselines(model, task, config, shots=(0, 3), log=print):
     scratch = train_from_scratch(model, task, dataclasses.replace(config, out=None), progress=False,
                                  log=lambda *a: None)
     out["scratch"] = task_metric(scratch.after["test"], task)
-    if task.kind != "lm":
+    if task.task_type != "lm":
         try:
             out["prompting"] = {k: task_metric(v, task) for k, v in prompting_baseline(model, task, "test", shots).items()}
         except TypeError:  # this task's evaluate takes no shots
             pass
-    if task.kind == "classification":
+    if task.task_type == "classification":
         simple = bag_of_chars_baseline(task)  # {"bag_of_chars": {"test": acc, ...}, "majority": {...}}
         out["bag_of_chars"] = simple["bag_of_chars"]["test"]
         out["majority"] = simple["majority"]["test"]
@@ -182,8 +183,8 @@ def calibrated_prompting(model, task, split="test", shots=0, seed=0, content_fre
     Returns {"accuracy": raw, "calibrated_accuracy": calibrated, "shots_fitted": mean demonstrations that fit
     whole, "n": examples, "predictions" and "calibrated_predictions": class indices, one per example}.
     """
-    if task.kind != "classification":
-        raise ValueError(f"calibrated_prompting needs a classification task; {task.name!r} is {task.kind}")
+    if task.task_type != "classification":
+        raise ValueError(f"calibrated_prompting needs a classification task; {task.name!r} is {task.task_type}")
     tokenizer, block = task.tokenizer, gpt_of(model).config.block_size
     suffix = task.prompt_suffix
     rng = np.random.default_rng(seed)
@@ -331,15 +332,24 @@ def run_cost(model, tokens, wall_s, trainable_params=None, phases=None, bytes_pe
     }
 
 
+def phase_tokens(history, tokens):
+    """lp_ft: {"probe": tokens, "full": tokens}, `tokens` shared in proportion to each phase's steps
+    (history rows carry "phase"); None for an empty history. run_cost(phases=...) reads it."""
+    if not history:
+        return None
+    probe_steps = sum(1 for row in history if row["phase"] == "probe")
+    probe_tokens = tokens * probe_steps // len(history)
+    return {"probe": probe_tokens, "full": tokens - probe_tokens}
+
+
 def pretraining_cost(meta, model):
     """Pretraining's cost from its checkpoint meta: tokens = steps * batch_size * block_size, FLOPs = 6 N tokens."""
     pc = meta.get("pretrain_config") or {}
     steps = meta.get("step") or pc.get("steps", 0)
     tokens = int(steps) * int(pc.get("batch_size", 0)) * int(pc.get("block_size", 0))
     gpt = gpt_of(model)
-    rng_state = get_rng_state()
-    plain = GPT(gpt.config)  # tied, untouched: the model that was pretrained
-    set_rng_state(rng_state)
+    with rng_preserved():
+        plain = GPT(gpt.config)  # tied, untouched: the model that was pretrained
     n = sum(_matmul_params(plain).values())
     return {"tokens": tokens, "flops": 6 * n * tokens, "trainable_params": plain.num_parameters(),
             "optimizer_state_bytes": 2 * plain.num_parameters() * 4, "wall_s": meta.get("train_seconds")}

@@ -3,7 +3,7 @@
 Map of this file:
   1. The format       an .npz (a zip of .npy files): model/<name>, optim/state/<i>/<key>, __meta__ (UTF-8 JSON
                       with config, step, RNG state, tokenizer, a sha256 per array); sha256 of the file at its end
-  2. save()           validate, then write to a temp file in the same folder, fsync, os.replace (atomic)
+  2. save()           validate, then atomic_write(): a temp file in the same folder, fsync, os.replace
   3. load()           np.load(allow_pickle=False), read every array, check every checksum; every failure
                       is a CheckpointError naming the file and the entry
   4. restore(), load_model(), load_model_and_optimizer()   rebuilding is one call
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .autograd import get_rng_state, set_rng_state
+from .autograd import get_rng_state, rng_preserved, set_rng_state
 from .optim import OPTIMIZERS
 
 # ----------------------------------------------------------------------------------------------------
@@ -127,23 +127,29 @@ def save(path, model, optimizer=None, **meta):
     header["arrays"] = {name: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _sha256(a)}
                         for name, a in arrays.items()}
     arrays[META_ENTRY] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    _atomic_write(path, arrays)
+    atomic_write(path, lambda f: _write_npz(f, arrays))
 
 
-def _atomic_write(path, arrays):
-    """Write to a temp file in the same folder, fsync it, then os.replace: readers see old or new, never half.
+def atomic_write(path, data):
+    """Write `data` to `path` so that a reader sees the old file or the new one, never half of one.
 
-    The temp file is removed if anything fails (even Ctrl-C). Same folder = same file system, so the
-    rename is atomic.
+    data: bytes, a str (written as UTF-8), or a function write(f) that writes into the binary file f
+    (readable and seekable: save() streams its .npz into it, then reads it back for the checksum).
+    The bytes go to a temp file in the same folder (same file system, so the rename is atomic), which is
+    flushed, fsync'ed and os.replace'd over `path`; if anything fails (even Ctrl-C) it is removed and the
+    old file is untouched. The folder must exist. save(), data.download() and the experiment tables use it.
     """
     folder, base = os.path.split(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
     except OSError as e:
-        raise type(e)(f"checkpoint.save: cannot create a file in folder {folder!r} ({e.strerror})") from e
+        raise type(e)(f"cannot write {base!r}: cannot create a file in folder {folder!r} ({e.strerror})") from e
     try:
         with os.fdopen(fd, "w+b") as f:
-            _write_npz(f, arrays)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); give it a normal file's mode
@@ -423,11 +429,8 @@ def _build_model(ckpt):
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{ckpt.path!r}: entry {META_ENTRY}: config {ckpt.config} is not a valid "
                               f"GPTConfig ({e})") from None
-    rng_state = get_rng_state()
-    try:
+    with rng_preserved():  # building draws initial weights; the loaded ones replace them
         model = GPT(config)
-    finally:
-        set_rng_state(rng_state)
     _check_fits(ckpt, model)
     model.load_state_dict(ckpt.model_state)
     return model

@@ -16,12 +16,13 @@ import pathlib
 import re
 import sys
 import sysconfig
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
 
 import numpy as np
+
+from .checkpoint import atomic_write
 
 # ----------------------------------------------------------------------------------------------
 # Module lists. They are fixed on the page (not discovered at run time) so a corpus is the same
@@ -397,21 +398,6 @@ def default_cache_dir():
     return pathlib.Path(os.environ.get("TINYFT_CACHE") or pathlib.Path.home() / ".cache" / "tinyft")
 
 
-def _write_atomically(path, data):
-    """Write bytes to a temp file in the same folder, then rename: readers never see half a file."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-
-
 def download(name, cache_dir=None, opener=urllib.request.urlopen):
     """Fetch a file of DOWNLOADS once into the cache folder and return its path.
 
@@ -441,7 +427,7 @@ def download(name, cache_dir=None, opener=urllib.request.urlopen):
             f"download {name!r} from {url} has sha256 {actual_sha256}, expected {expected_sha256}; "
             f"the file was not kept. Retry later, or use the {_OFFLINE_ALTERNATIVES}"
         )
-    _write_atomically(path, data)
+    atomic_write(path, data)  # a temp file, then a rename: the cache never holds half a file
     return path
 
 

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from . import checkpoint
+from .checkpoint import atomic_write
 from .finetune import STRATEGIES, FinetuneConfig, finetune, gpt_of
 from .forgetting import (
     EWC,
@@ -124,14 +125,14 @@ def run_sweep(base_checkpoint, strategies=("full", "lora"), lrs=(1e-3, 1e-4), mi
         row["wall_s"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
         _write_runs(out, settings, rows)  # saved at once: a rerun skips it
-        _atomic_write_text(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
+        atomic_write(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
         log(f"[{i + 1}/{len(plan)}] {key}: target gain {row['target_gain']:+.4f} ({row['metric']}), "
             f"forgetting {row['forgetting']:+.4f} nats/token, {row['wall_s']:.0f} s")
 
     wanted = {run_key(*p) for p in plan}
     rows_now = [r for r in rows if r["key"] in wanted]
     pareto = pareto_report(rows_now)
-    _atomic_write_text(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
+    atomic_write(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
     return {"runs": rows_now, "summary": summarize_runs(rows_now), "pareto": pareto, "out": out}
 
 
@@ -217,20 +218,13 @@ def _measure_run(result, base):
     }
 
 
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)  # a crash leaves the old file whole
-
-
 def _write_runs(out, settings, rows):
-    _atomic_write_text(os.path.join(out, RUNS_JSON), json.dumps({"settings": settings, "runs": rows}, indent=1))
+    atomic_write(os.path.join(out, RUNS_JSON), json.dumps({"settings": settings, "runs": rows}, indent=1))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(os.path.join(out, RUNS_CSV), buffer.getvalue())
+    atomic_write(os.path.join(out, RUNS_CSV), buffer.getvalue())
 
 
 def summarize_runs(rows):

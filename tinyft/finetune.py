@@ -5,9 +5,10 @@ Map of this file:
                       the tied wte/lm_head and untie_head(model) ("head only" trains the output layer only)
   2. Learning rates   param_groups(model, lr, head_lr, layer_decay): per-group lr, layer-wise lr decay
   3. Classification   ClassifierHead and ClassifierModel: a new head on pooled hidden states
-  4. The loop         FinetuneConfig, finetune(...) -> FinetuneResult (lp_ft = probe, then full), hooks
-                      for forgetting.py: mitigation.mix_batch(x, y, rng), mitigation.penalty(model),
-                      callback(step, model) -> dict; save_finetuned / load_finetuned
+  4. The loop         FinetuneConfig; Hook (mix_batch, penalty, after_step: how forgetting.py's mitigations
+                      and callbacks plug in); _training_step (batch -> forward -> loss -> backward -> clip
+                      -> step, as pretrain's); finetune(...) -> FinetuneResult (lp_ft: a probe phase, then
+                      a full phase); save_finetuned / load_finetuned
 LoRA lives in lora.py, WiSE-FT in forgetting.py, the baselines and the cost of a run in baselines.py,
 `python -m tinyft finetune` in cli.py.
 Papers: BitFit (Ben Zaken et al. 2022), LP-FT (Kumar et al. 2022), discriminative fine-tuning / layer-wise
@@ -17,21 +18,21 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoint, optim
 from . import functional as F
-from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
+from .autograd import manual_seed, no_grad, rng_preserved
 from .lora import (
+    LoRAAdapters,
     LoRALinear,
     check_lora_args,
     inject_lora,
     is_lora_parameter,
     lora_layers,
-    lora_state_dict,
     merged_state_dict,
 )
 from .nn import GPT, GPTConfig, Linear, Module, Parameter
@@ -244,11 +245,6 @@ def learning_rates(optimizer):
 # ----------------------------------------------------------------------------------------------------
 
 
-def hidden_states(gpt, idx):
-    """(B, T, C) after ln_f: what lm_head would read."""
-    return gpt.hidden_states(idx)
-
-
 class ClassifierHead(Module):
     """logits = pool(h) W^T + b, with h (B, T, C) the GPT's final hidden states and W (n_classes, C).
 
@@ -305,7 +301,7 @@ class ClassifierModel(Module):
         if targets is None:
             raise ValueError("ClassifierModel needs targets (the task's y) to find where each input ends")
         classes, end = self.classes_and_ends(targets)
-        h = hidden_states(self.gpt, idx)  # (B, T, C)
+        h = self.gpt.hidden_states(idx)  # (B, T, C) after ln_f: what lm_head would read
         logits = self.head(h, end)  # (B, n_classes)
         return logits, F.cross_entropy(logits, classes)
 
@@ -375,7 +371,7 @@ class FinetuneConfig:
 @dataclass
 class FinetuneResult:
     model: Module
-    history: list  # one dict per step: step, phase, train_loss, lr, grad_norm, time_s (+ val metric, callback keys)
+    history: list  # one dict per step: step, phase, train_loss, lr, grad_norm, time_s (+ val metric, after_step keys)
     before: dict  # split -> the task's evaluation dict, before fine-tuning
     after: dict  # split -> the task's evaluation dict, after
     metric: str  # the key of the task's metric in those dicts (e.g. "loss", "accuracy")
@@ -442,7 +438,7 @@ def evaluate(model, task, split, decode=True):
     try:
         if isinstance(model, ClassifierModel):
             return _evaluate_classifier(model, task, split)
-        if getattr(task, "kind", None) == "instruction" and not decode:
+        if getattr(task, "task_type", None) == "instruction" and not decode:
             return task.evaluate(model, split, decode=False)
         return task.evaluate(model, split)
     finally:
@@ -467,143 +463,211 @@ def task_metric(result, task):
     return float(result[task.metric])
 
 
+class Hook:
+    """The one protocol finetune() calls its mitigations and callbacks through; each default does nothing.
+
+    Every step calls the hooks (mitigations first, in the order given, then the callback) at three points:
+        x, y = hook.mix_batch(x, y, rng)      after the batch is drawn: change its rows (forgetting.Replay)
+        term = hook.penalty(model)            after the forward: a scalar Tensor added to the loss, or None
+                                              (forgetting.EWC, forgetting.L2SP)
+        extra = hook.after_step(step, model)  after the step and the periodic evaluation: a dict merged into
+                                              the history row, or None (forgetting.source_loss_callback)
+    Subclass it and override what you need. rng is the loop's Generator (draw from it and the run stays
+    reproducible for its seed); step counts from 1 across both phases of lp_ft.
+    """
+
+    def mix_batch(self, x, y, rng):  # x, y: (B, T) int64
+        return x, y
+
+    def penalty(self, model):
+        return None
+
+    def after_step(self, step, model):
+        return None
+
+
+class StepCallback(Hook):
+    """A plain function fn(step, model) -> dict | None as a Hook's after_step (finetune wraps callback=fn so)."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise ValueError(f"callback must be a finetune.Hook or a function (step, model) -> dict, got {fn!r}")
+        self.fn = fn
+
+    def after_step(self, step, model):
+        return self.fn(step, model)
+
+
+def _hooks(mitigations, callback):
+    """The run's hooks in calling order: the mitigations, then the callback (a plain function is wrapped)."""
+    for hook in mitigations:
+        if not isinstance(hook, Hook):
+            raise ValueError(f"mitigations: each must be a finetune.Hook (e.g. forgetting.Replay, EWC, L2SP), "
+                             f"got {type(hook).__name__}")
+    if callback is None:
+        return list(mitigations)
+    return [*mitigations, callback if isinstance(callback, Hook) else StepCallback(callback)]
+
+
+def _training_step(model, task, optimizer, params, hooks, batch_rng, batch_size, grad_clip):
+    """One step, as pretrain's: batch -> forward -> loss (+ the hooks' penalties) -> backward -> clip -> step.
+    Returns the task loss, the summed penalties, the gradient norm before clipping and the batch's tokens."""
+    x, y = task.batch("train", batch_size, batch_rng)  # (B, T) int64 each
+    for hook in hooks:
+        x, y = hook.mix_batch(x, y, batch_rng)  # replay: source-domain rows into the batch
+    _, loss = model(x, y)  # forward; loss = mean cross-entropy over counted positions
+    objective, penalty_total = loss, 0.0
+    for hook in hooks:
+        penalty = hook.penalty(model)  # EWC / L2-SP: a pull toward the pretrained weights
+        if penalty is not None:
+            objective = objective + penalty
+            penalty_total += penalty.item()
+    optimizer.zero_grad()
+    objective.backward()  # backward: gradients reach only parameters with requires_grad
+    grad_norm = optim.clip_grad_norm(params, grad_clip)  # clip
+    optimizer.step()  # step: frozen parameters are not in the optimizer at all
+    return loss.item(), penalty_total, grad_norm, x.size
+
+
+@dataclass
+class _Run:
+    """One fine-tuning run as the loop sees it: what it trains and how, and what it has done so far."""
+
+    model: Module
+    task: object
+    config: FinetuneConfig
+    hooks: list
+    batch_rng: np.random.Generator  # draws the training examples (and replay's mix)
+    bar: object  # the tqdm progress bar
+    total_steps: int
+    record_penalty: bool  # a "penalty" column in the history (when mitigations were given)
+    history: list = field(default_factory=list)
+    step: int = 0
+    train_seconds: float = 0.0
+    tokens: int = 0
+
+
+def _optimizer(model, config):
+    """AdamW over the trainable parameters only, in param_groups (per-group lr scales)."""
+    groups = param_groups(model, config.lr, config.head_lr, config.layer_decay, config.weight_decay)
+    return optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+
+
+def _run_phase(run, phase, steps, optimizer):
+    """`steps` optimizer steps under their own warmup + cosine schedule; one history row per step."""
+    config, model, task = run.config, run.model, run.task
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    warmup = min(config.warmup_steps, steps)
+    val_key = f"val_{task.metric}"
+    for phase_step in range(steps):
+        t0 = time.perf_counter()
+        lr = optim.cosine_schedule(phase_step, config.lr, warmup, steps, config.lr / 10)
+        optim.set_lr(optimizer, lr)  # schedule (each group: lr * its lr_scale)
+        loss, penalty, grad_norm, tokens = _training_step(model, task, optimizer, params, run.hooks, run.batch_rng,
+                                                          config.batch_size, config.grad_clip)
+        run.step += 1
+        dt = time.perf_counter() - t0
+        run.train_seconds += dt
+        run.tokens += tokens
+        row = {"step": run.step, "phase": phase, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
+               "time_s": run.train_seconds}
+        if run.record_penalty:
+            row["penalty"] = penalty
+        if run.step % config.eval_every == 0 or run.step == run.total_steps:  # evaluate
+            row[val_key] = task_metric(evaluate(model, task, "val", decode=task.metric == "exact_match"), task)
+        for hook in run.hooks:
+            row.update(hook.after_step(run.step, model) or {})
+        run.history.append(row)
+        postfix = {"loss": f"{loss:.3f}", "lr": f"{lr:.1e}"}
+        if val_key in row:
+            postfix["val"] = f"{row[val_key]:.3f}"
+        run.bar.set_postfix(postfix)
+        run.bar.update(1)
+
+
 def finetune(model, task, config=None, *, mitigations=(), callback=None, progress=True, log=print,
              base_checkpoint=None, tokenizer=None):
     """Fine-tune `model` (a pretrained GPT, changed in place) on `task` as `config` says; returns FinetuneResult.
 
-    Each step, written out:
-        lr schedule -> x, y = task.batch("train", B, rng) -> for m in mitigations: x, y = m.mix_batch(x, y, rng)
-        -> forward -> loss -> for m in mitigations: loss = loss + m.penalty(model)   (None = no penalty)
-        -> backward -> clip -> optimizer step -> (every eval_every) validation metric -> callback(step, model)
-    The hooks (replay mixes the batch; EWC / L2-SP add a penalty; callback returns a dict merged into the
-    history row) are duck-typed: a mitigation may have either method or both. lp_ft runs two phases: the
-    output layer alone for lp_steps, then every parameter for `steps`, from the probed head (Kumar et al. 2022).
+    Each step (_training_step, the same loop as pretrain's):
+        schedule -> batch (then each hook's mix_batch) -> forward -> loss (+ each hook's penalty)
+        -> backward -> clip -> optimizer step -> (every eval_every) validation metric -> each hook's after_step
+    mitigations: Hook objects (forgetting.Replay, EWC, L2SP); callback: a Hook, or a function
+    (step, model) -> dict merged into the history row. Hook says what is called when.
+    lp_ft runs two phases (Kumar et al. 2022): the output layer alone for lp_steps ("probe"), then every
+    parameter for `steps` ("full"), from the probed head, each with its own optimizer and schedule.
     With a classification task and config.classifier == "head" the model is wrapped in a ClassifierModel.
     """
     config = config or FinetuneConfig()
     config.validate()
     check_model_fits_task(model, task)
+    hooks = _hooks(mitigations, callback)
     t_start = time.perf_counter()
     manual_seed(config.seed)  # LoRA's A and a classifier head draw their initial values from it
-    if getattr(task, "kind", None) == "classification" and config.classifier == "head":
+    if getattr(task, "task_type", None) == "classification" and config.classifier == "head":
         model = ClassifierModel(model, task.label_ids, config.pooling)
     report = apply_strategy(model, config.strategy, k=config.k, lora_rank=config.lora_rank,
                             lora_alpha=config.lora_alpha, lora_targets=config.lora_targets)
     log(str(report))
-
     before = {split: evaluate(model, task, split) for split in SPLITS}
-    metric = task.metric
-    log(f"before: {metric} " + ", ".join(f"{s} {task_metric(before[s], task):.4f}" for s in SPLITS))
+    log(f"before: {task.metric} " + ", ".join(f"{s} {task_metric(before[s], task):.4f}" for s in SPLITS))
 
-    if config.strategy == "lp_ft":  # (phase name, strategy, steps, peak lr of the body)
-        phases = [("probe", "lp_ft", config.lp_steps), ("full", "full", config.steps)]
-    else:
-        phases = [(config.strategy, config.strategy, config.steps)]
-    total_steps = sum(p[2] for p in phases)
-    batch_rng = np.random.default_rng(config.seed)  # draws the training examples (and replay's mix)
-    history, step, train_seconds, tokens_seen, interrupted, probed_head = [], 0, 0.0, 0, False, None
-    optimizer = None
+    lp_ft = config.strategy == "lp_ft"
+    total_steps = config.lp_steps + config.steps if lp_ft else config.steps
     bar = tqdm(total=total_steps, disable=not progress, desc=f"finetune {config.strategy}", unit="step")
+    run = _Run(model, task, config, hooks, np.random.default_rng(config.seed), bar, total_steps, bool(mitigations))
+    optimizer, probed_head, interrupted = None, None, False
     try:
-        for phase_index, (phase, strategy, phase_steps) in enumerate(phases):
-            if phase_index > 0:  # lp_ft phase 2: unfreeze everything, keep the probed head
-                probed_head = np.concatenate([p.data.ravel() for p in head_parameters(model)]).copy()
-                apply_strategy(model, strategy)
-            optimizer = optim.AdamW(param_groups(model, config.lr, config.head_lr, config.layer_decay,
-                                                 config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
-            trainable = [p for g in optimizer.param_groups for p in g["params"]]
-            warmup = min(config.warmup_steps, phase_steps)
-            for phase_step in range(phase_steps):
-                t0 = time.perf_counter()
-                lr = optim.cosine_schedule(phase_step, config.lr, warmup, phase_steps, config.lr / 10)
-                optim.set_lr(optimizer, lr)  # schedule (each group: lr * its lr_scale)
-                x, y = task.batch("train", config.batch_size, batch_rng)  # (B, T) int64 each
-                for m in mitigations:  # replay: mix source-domain rows into the batch
-                    if hasattr(m, "mix_batch"):
-                        x, y = m.mix_batch(x, y, batch_rng)
-                _, loss = model(x, y)  # forward; loss = mean cross-entropy over counted positions
-                objective, penalty_value = loss, 0.0
-                for m in mitigations:  # EWC / L2-SP: a penalty on the weights
-                    penalty = m.penalty(model) if hasattr(m, "penalty") else None
-                    if penalty is not None:
-                        objective = objective + penalty
-                        penalty_value += penalty.item()
-                optimizer.zero_grad()
-                objective.backward()  # backward: gradients reach only parameters with requires_grad
-                grad_norm = optim.clip_grad_norm(trainable, config.grad_clip)  # clip
-                optimizer.step()  # step: frozen parameters are not in the optimizer at all
-                step += 1
-                dt = time.perf_counter() - t0
-                train_seconds += dt
-                tokens_seen += int(np.prod(x.shape))
-                row = {"step": step, "phase": phase, "train_loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
-                       "time_s": train_seconds}
-                if mitigations:
-                    row["penalty"] = penalty_value
-                if step % config.eval_every == 0 or step == total_steps:
-                    row[f"val_{metric}"] = task_metric(evaluate(model, task, "val", decode=metric == "exact_match"),
-                                                   task)  # evaluate
-                if callback is not None:
-                    row.update(callback(step, model) or {})
-                history.append(row)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{lr:.1e}",
-                                **({"val": f"{row[f'val_{metric}']:.3f}"} if f"val_{metric}" in row else {}))
-                bar.update(1)
+        if lp_ft:  # phase 1, the linear probe: apply_strategy left only the output layer trainable
+            optimizer = _optimizer(model, config)
+            _run_phase(run, "probe", config.lp_steps, optimizer)
+            probed_head = np.concatenate([p.data.ravel() for p in head_parameters(model)]).copy()
+            apply_strategy(model, "full")  # phase 2: every parameter trains, starting from the probed head
+        optimizer = _optimizer(model, config)
+        _run_phase(run, "full" if lp_ft else config.strategy, config.steps, optimizer)
     except KeyboardInterrupt:
         interrupted = True
-        log(f"interrupted at step {step}; evaluating and saving what was trained so far")
+        log(f"interrupted at step {run.step}; evaluating and saving what was trained so far")
     finally:
         bar.close()
 
     after = {split: evaluate(model, task, split) for split in SPLITS}
-    log(f"after:  {metric} " + ", ".join(f"{s} {task_metric(after[s], task):.4f}" for s in SPLITS))
+    log(f"after:  {task.metric} " + ", ".join(f"{s} {task_metric(after[s], task):.4f}" for s in SPLITS))
     wall_s = time.perf_counter() - t_start
-    final_report = report if config.strategy != "lp_ft" else dataclasses.replace(
-        report, note=f"{report.note}; {report.trainable_params:,} params in the probe phase, "
-                     f"{model.num_parameters(trainable_only=True):,} in phase 2")
-    from .baselines import run_cost  # baselines.py imports this file (train_from_scratch): import at call time
+    if lp_ft:
+        report = dataclasses.replace(report, note=f"{report.note}; {report.trainable_params:,} params in the probe "
+                                     f"phase, {model.num_parameters(trainable_only=True):,} in phase 2")
+    from .baselines import phase_tokens, run_cost  # baselines.py imports this file: import at call time
 
-    cost = run_cost(model, tokens_seen, wall_s, trainable_params=report.trainable_params
-                    if config.strategy != "lp_ft" else None, phases=_phase_tokens(config, history, tokens_seen))
-    result = FinetuneResult(model=model, history=history, before=before, after=after, metric=metric,
-                            higher_is_better=bool(task.higher_is_better), report=final_report, cost=cost,
+    cost = run_cost(model, run.tokens, wall_s, trainable_params=None if lp_ft else report.trainable_params,
+                    phases=phase_tokens(run.history, run.tokens) if lp_ft else None)
+    result = FinetuneResult(model=model, history=run.history, before=before, after=after, metric=task.metric,
+                            higher_is_better=bool(task.higher_is_better), report=report, cost=cost,
                             wall_s=wall_s, interrupted=interrupted, probed_head=probed_head,
                             optimizer=optimizer if total_steps else None)
     if config.out:
-        check_out_dir(config.out)
-        path = os.path.join(config.out, CHECKPOINT_NAME)
-        export = "full"
-        if config.strategy == "lora":
-            export = config.lora_save if (config.lora_save == "merged" or base_checkpoint) else "merged"
-        tokenizer = tokenizer if tokenizer is not None else getattr(task, "tokenizer", None)
-        save_finetuned(path, model, export=export, tokenizer=tokenizer, config=config,
-                       base_checkpoint=base_checkpoint, step=step, history=history,
-                       summary={k: v for k, v in result.summary().items() if k != "checkpoint"})
-        write_history(os.path.join(config.out, HISTORY_NAME), history)
-        result.checkpoint = path
+        result.checkpoint = _save_run(result, task, config, base_checkpoint, tokenizer, run.step)
     return result
 
 
-def _phase_tokens(config, history, tokens_seen):
-    """lp_ft: how many of the tokens were seen in the probe phase (for the cost estimate)."""
-    if config.strategy != "lp_ft" or not history:
-        return None
-    probe_steps = sum(1 for row in history if row["phase"] == "probe")
-    probe_tokens = tokens_seen * probe_steps // len(history)
-    return {"probe": probe_tokens, "full": tokens_seen - probe_tokens}
+def _save_run(result, task, config, base_checkpoint, tokenizer, step):
+    """Write config.out/ckpt.npz (save_finetuned) and history.jsonl; returns the checkpoint's path.
+
+    A LoRA run saves its adapters alone when it knows its base checkpoint (else merged, a plain GPT)."""
+    check_out_dir(config.out)
+    path = os.path.join(config.out, CHECKPOINT_NAME)
+    export = "full"
+    if config.strategy == "lora":
+        export = config.lora_save if (config.lora_save == "merged" or base_checkpoint) else "merged"
+    tokenizer = tokenizer if tokenizer is not None else getattr(task, "tokenizer", None)
+    save_finetuned(path, result.model, export=export, tokenizer=tokenizer, config=config,
+                   base_checkpoint=base_checkpoint, step=step, history=result.history,
+                   summary={k: v for k, v in result.summary().items() if k != "checkpoint"})
+    write_history(os.path.join(config.out, HISTORY_NAME), result.history)
+    return path
 
 
 # --- saving and loading a fine-tuned model ----------------------------------------------------------
-
-
-class LoRAAdapters(Module):
-    """Only the adapter matrices of a LoRA model, under their full names (what an adapter checkpoint holds)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.config = gpt_of(model).config
-        for name, array in lora_state_dict(model).items():
-            vars(self)[name] = Parameter(array, dtype=None)  # dotted names kept as they are
 
 
 def save_finetuned(path, model, export="full", tokenizer=None, config=None, base_checkpoint=None, **meta):
@@ -635,9 +699,8 @@ def save_finetuned(path, model, export="full", tokenizer=None, config=None, base
     if export == "adapter":
         to_save = LoRAAdapters(model)
     elif export == "merged":
-        rng_state = get_rng_state()
-        to_save = GPT(gpt.config)  # a plain GPT holding the merged weights
-        set_rng_state(rng_state)
+        with rng_preserved():
+            to_save = GPT(gpt.config)  # a plain GPT to hold the merged weights
         if info["head_untied"]:
             untie_head(to_save)
         state = merged_state_dict(model)
@@ -646,7 +709,7 @@ def save_finetuned(path, model, export="full", tokenizer=None, config=None, base
         to_save.load_state_dict(state)
     else:
         to_save = model
-    checkpoint.save(path, to_save, tokenizer=tokenizer, finetune=info, kind="finetune", **meta)
+    checkpoint.save(path, to_save, tokenizer=tokenizer, finetune=info, stage="finetune", **meta)
 
 
 def _jsonable(d):
@@ -663,8 +726,7 @@ def load_finetuned(path, base=None):
     if not isinstance(info, dict):
         raise checkpoint.CheckpointError(f"{path!r} is not a fine-tuned checkpoint (no 'finetune' entry in its "
                                          "meta); use checkpoint.load_model for a pretrained one")
-    rng_state = get_rng_state()
-    try:
+    with rng_preserved():  # building draws weights (and LoRA's A) that the saved ones replace
         if info["export"] == "adapter":
             base = base or info.get("base_checkpoint")
             if not base or not os.path.exists(base):
@@ -680,8 +742,6 @@ def load_finetuned(path, base=None):
         if info.get("lora"):
             lo = info["lora"]
             inject_lora(model, lo["rank"], lo["alpha"], tuple(lo["targets"]))
-    finally:
-        set_rng_state(rng_state)
     if info["export"] == "adapter":
         params = dict(model.named_parameters())
         missing = [n for n in params if is_lora_parameter(n) and n not in ckpt.model_state]

@@ -8,7 +8,7 @@ Map of this file:
   2. Task sequences        average_accuracy, backward_transfer, forward_transfer, forgetting_measure on R[i, j]
   3. Where the change went effective_state, weight_drift, total_weight_drift, effective_rank,
                            delta_effective_ranks
-  4. Mitigations           Replay, fisher_diagonal + EWC, L2SP (hooks of finetune.finetune)
+  4. Mitigations           Replay, fisher_diagonal + EWC, L2SP: finetune.Hook subclasses
   5. WiSE-FT               wise_ft(pre, ft, alpha): interpolate two weight sets; wise_ft_sweep scores each alpha
 Papers: EWC (Kirkpatrick et al. 2017), L2-SP (Li et al. 2018), GEM / BWT (Lopez-Paz & Ranzato 2017),
 RWalk's forgetting measure (Chaudhry et al. 2018), effective rank (Roy & Vetterli 2007), "LoRA Learns Less
@@ -32,10 +32,12 @@ import os
 import numpy as np
 
 from . import checkpoint, data
-from .autograd import get_rng_state, no_grad, set_rng_state
-from .finetune import ClassifierModel, evaluate, gpt_of, untie_head
+from .autograd import rng_preserved
+from .finetune import ClassifierModel, Hook, evaluate, gpt_of, untie_head
 from .lora import LoRALinear, is_lora_parameter
 from .nn import GPT
+from .pretrain import PretrainConfig, estimate_loss, prepare_data
+from .tokenizers import tokenizer_from_dict
 
 MITIGATIONS = ("none", "replay", "ewc", "l2sp")
 
@@ -45,27 +47,16 @@ MITIGATIONS = ("none", "replay", "ewc", "l2sp")
 # ----------------------------------------------------------------------------------------------------
 
 
-@no_grad()
 def source_loss(model, source_batches):
-    """Mean next-token cross-entropy (nats/token) of the language model in `model` on source batches.
+    """L_src: the mean next-token loss (nats/token) on held-out SOURCE text, pretrain.estimate_loss by its
+    forgetting name. A ClassifierModel is scored through its GPT body (the language model it still holds).
 
         L_src(theta) = (1 / n_batches) * sum over batches (x, y) of  mean_{b,t} -log p_theta(y[b,t] | x[b, :t+1])
 
-    source_batches: a list of (x, y) int arrays (B, T), held-out pretraining text, the SAME list before,
-    during and after fine-tuning (pretrain.fixed_batches makes one), so differences are the model's alone.
-    Computed in eval mode (dropout off); the model's mode is restored. A ClassifierModel is scored through
-    its GPT body (the pretrained language model it still contains).
+    source_batches: held-out pretraining text, the SAME list before, during and after fine-tuning
+    (pretrain.fixed_batches makes one), so differences are the model's alone.
     """
-    if not source_batches:
-        raise ValueError("source_loss: source_batches is empty; pass a list of (x, y) batches of source text")
-    gpt = gpt_of(model)
-    was_training = gpt.training
-    gpt.eval()
-    try:
-        losses = [gpt(x, y)[1].item() for x, y in source_batches]
-    finally:
-        gpt.train(was_training)
-    return float(np.mean(losses))
+    return estimate_loss(gpt_of(model), source_batches)
 
 
 def perplexity(loss):
@@ -80,9 +71,6 @@ def source_data(ckpt):
     `python -m tinyft pretrain` writes). The validation ids were never trained on: forgetting is measured
     there; replay and the Fisher draw from the train ids.
     """
-    from .pretrain import PretrainConfig, prepare_data  # same layer: reuse pretraining's own split
-    from .tokenizers import tokenizer_from_dict
-
     ckpt = checkpoint.load(ckpt) if isinstance(ckpt, (str, os.PathLike)) else ckpt
     meta = ckpt.meta
     if "tokenizer" not in meta or "pretrain_config" not in meta:
@@ -94,6 +82,21 @@ def source_data(ckpt):
     return prepared["tokenizer"], prepared["train"], prepared["val"]
 
 
+class SourceLossCurve(Hook):
+    """A finetune callback (a Hook) measuring the forgetting curve: after_step returns {key: L_src} every
+    `every` steps, else nothing. Made by source_loss_callback."""
+
+    def __init__(self, source_batches, every=10, key="source_loss"):
+        if every < 1:
+            raise ValueError(f"source_loss_callback: every must be at least 1, got {every}")
+        self.source_batches, self.every, self.key = source_batches, every, key
+
+    def after_step(self, step, model):
+        if step % self.every:
+            return {}
+        return {self.key: source_loss(model, self.source_batches)}
+
+
 def source_loss_callback(source_batches, every=10, key="source_loss"):
     """A finetune callback that measures the forgetting curve: {key: L_src} every `every` steps, else {}.
 
@@ -101,15 +104,7 @@ def source_loss_callback(source_batches, every=10, key="source_loss"):
     of that step, so history rows with step % every == 0 carry "source_loss" (learning_forgetting_curve
     reads them). Costs one forward pass over source_batches per measurement.
     """
-    if every < 1:
-        raise ValueError(f"source_loss_callback: every must be at least 1, got {every}")
-
-    def callback(step, model):
-        if step % every:
-            return {}
-        return {key: source_loss(model, source_batches)}
-
-    return callback
+    return SourceLossCurve(source_batches, every, key)
 
 
 def forgetting(before, after):
@@ -292,11 +287,11 @@ def delta_effective_ranks(pre_state, post_state, names=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4. Mitigations during fine-tuning: objects with the hooks finetune() calls (mix_batch, penalty)
+# 4. Mitigations during fine-tuning: finetune.Hook subclasses (Replay mixes the batch; EWC, L2SP add a penalty)
 # ----------------------------------------------------------------------------------------------------
 
 
-class Replay:
+class Replay(Hook):
     """Rehearse the source: replace round(fraction * B) rows of each fine-tuning batch by source windows.
 
     mix_batch(x, y, rng) keeps the first B - n rows of the task batch and puts n random windows of
@@ -410,7 +405,7 @@ def fisher_diagonal(model, batches):
     return {name: sums[id(p)] / n for name, p in params}
 
 
-class EWC:
+class EWC(Hook):
     """Elastic weight consolidation (Kirkpatrick et al. 2017): a quadratic pull toward the pretrained
     weights theta*, stronger along directions the source data cares about (large Fisher F):
 
@@ -448,7 +443,7 @@ class EWC:
         return f"EWC(lam={self.lam:g})"
 
 
-class L2SP:
+class L2SP(Hook):
     """L2-SP (Li et al. 2018): weight decay toward the pretrained Starting Point instead of toward zero:
 
         penalty(theta) = (alpha / 2) * sum_i (theta_i - theta0_i)^2 = (alpha / 2) ||theta - theta0||^2
@@ -516,11 +511,8 @@ def wise_ft(pretrained_state, finetuned_state, alpha):
 def _plain_model_like(model):
     """A plain GPT with `model`'s config (untied if its head is), without moving tinyft's RNG."""
     gpt = gpt_of(model)
-    state = get_rng_state()
-    try:
+    with rng_preserved():
         plain = GPT(gpt.config)
-    finally:
-        set_rng_state(state)
     if getattr(gpt, "head_untied", False):
         untie_head(plain)
     return plain

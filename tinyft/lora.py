@@ -3,7 +3,8 @@
 Map of this file:
   LoRALinear        y = x W^T + b + (alpha/r) x A^T B^T around a frozen Linear; merge() / unmerge()
   inject_lora       wrap the chosen Linear layers of every transformer Block (LORA_TARGETS names them)
-  lora_layers, lora_state_dict, merged_state_dict     find the adapters, save them alone, or fold them in
+  lora_layers, lora_state_dict, merged_state_dict, LoRAAdapters    find the adapters, save them alone
+                    (what an adapter checkpoint holds), or fold them into the base weights
 Reference code: microsoft/LoRA's loralib (layers.py). Lecture note: docs/finetuning.md, section 3.
 
 The math. A Linear layer computes y = x W^T + b with W (out, in). LoRA freezes W and b and learns
@@ -145,3 +146,13 @@ def merged_state_dict(model):
         if not layer.merged:
             sd[f"{name}.weight"] = (sd[f"{name}.weight"] + layer.delta_weight()).astype(layer.weight.dtype)
     return sd
+
+
+class LoRAAdapters(Module):
+    """Only the adapter matrices of a LoRA model, under their full names (what an adapter checkpoint holds)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.config = model.config  # a GPT's, or a classifier's (the GPT body's)
+        for name, array in lora_state_dict(model).items():
+            vars(self)[name] = Parameter(array, dtype=None)  # dotted names kept as they are

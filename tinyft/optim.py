@@ -2,7 +2,9 @@
 
 Map of this file:
   1. Optimizer            param groups, zero_grad(), state_dict()/load_state_dict(), the NaN/inf check
-  2. SGD, Adam, AdamW     each step() is a loop over parameters with the textbook formulas written out
+  2. SGD, Adam, AdamW     each step() is a loop over parameters; SGD writes its formula out here, Adam and
+                          AdamW call kernels/adamw.py's adam_update, whose NumPy twin adam_update_reference
+                          is the textbook formula line by line (the Numba loop computes the same in one pass)
   3. param_groups_for_weight_decay   decay on Linear weights only (no biases, LayerNorm, embeddings)
   4. Schedules            cosine_schedule (linear warmup, then cosine), set_lr, LRScheduler
   5. clip_grad_norm       rescale all gradients together when their global L2 norm is too large
@@ -297,7 +299,7 @@ def param_groups_for_weight_decay(model, weight_decay):
     No decay: biases and LayerNorm weights (ndim < 2: they set offsets and scales, shrinking them towards 0
     has no regularising meaning) and the embeddings wte and wpe (a row is only trained when its token
     appears; decay would shrink rare tokens' rows every step). nanoGPT's configure_optimizers decays every
-    2-D parameter, embeddings included; we follow the issue and leave embeddings alone. The GPT's lm_head
+    2-D parameter, embeddings included; we leave the embeddings undecayed, for the reason above. The GPT's lm_head
     is tied to wte (one Parameter), so it is not decayed either, under whichever name it is listed.
     Frozen parameters stay in the groups (the optimizer skips them), so indices do not change on unfreezing.
     """

@@ -6,6 +6,7 @@ Map of this file:
   estimate_loss(...)    mean loss on fixed validation batches (the same batches every time)
   pretrain(...)         the loop: batch -> forward -> loss -> backward -> clip -> step -> schedule,
                         with evaluation, checkpoints (also on Ctrl-C) and bit-identical resume
+  course_model(preset)  the course's shared base models ("tiny", "base", "large"), pretrained once, cached
 The command line (`python -m tinyft pretrain`) is in cli.py.
 Recipe after nanoGPT's train.py (AdamW, warmup + cosine, clipping), rewritten to be read top to bottom.
 """
@@ -126,11 +127,22 @@ def fixed_batches(ids, n_batches, batch_size, block_size, seed):
 
 @no_grad()
 def estimate_loss(model, batches):
-    """Mean cross-entropy (nats per token) of `model` over `batches`, in eval mode."""
+    """Mean next-token cross-entropy (nats per token) of `model` over fixed batches, in eval mode:
+
+        L = (1 / n_batches) * sum over batches (x, y) of  mean_{b,t} -log p(y[b,t] | x[b, :t+1])
+
+    batches: a list of (x, y) int arrays (B, T), the SAME list each time it is measured (fixed_batches makes
+    one), so differences between two measurements are the model's alone. Dropout is off while measuring;
+    the model's mode is restored. forgetting.source_loss is this on held-out pretraining text.
+    """
+    if not batches:
+        raise ValueError("estimate_loss: batches is empty; pass a list of (x, y) batches (fixed_batches makes one)")
     was_training = model.training
     model.eval()
-    losses = [model(x, y)[1].item() for x, y in batches]
-    model.train(was_training)
+    try:
+        losses = [model(x, y)[1].item() for x, y in batches]
+    finally:
+        model.train(was_training)
     return float(np.mean(losses))
 
 
@@ -176,12 +188,8 @@ def bits_per_char(loss_nats_per_token, chars_per_token):
 
 
 def write_history(path, history):
-    """history (a list of dicts) as JSON lines, written atomically (temp file, then rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+    """history (a list of dicts) as JSON lines, written atomically (checkpoint.atomic_write)."""
+    checkpoint.atomic_write(path, "".join(json.dumps(row) + "\n" for row in history))
 
 
 def check_out_dir(out):
@@ -194,63 +202,78 @@ def check_out_dir(out):
         raise ValueError(f"--out {out!r} is not writable; choose a folder you can write to")
 
 
-def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=None):
-    """Pretrain a GPT as `config` says; return a PretrainResult (history for plots, final checkpoint).
+class StopAfter:
+    """A pretrain callback that stops the run after `n` steps of this call, as Ctrl-C would: the checkpoint
+    is saved, the result says interrupted=True, and pretrain(..., resume=True) continues bit-identically.
+    Notebook 05 trains one run in stages with it; the resume tests play a user pressing Ctrl-C with it."""
 
-    resume=True continues from `config.out`/ckpt.npz exactly where it stopped: weights, optimizer
-    moments, the step counter and both random generators come back, so the continued run is
-    bit-identical to one that was never interrupted. resume="auto" resumes when that checkpoint exists
-    and starts fresh otherwise; a finished run then returns at once (notebooks use it as a cache). Ctrl-C saves a checkpoint and returns cleanly.
-    `_stop_after` (tests only) raises KeyboardInterrupt after that many steps, as a user pressing Ctrl-C.
-    """
-    config = config or PretrainConfig()
-    config.validate()
-    check_out_dir(config.out)
-    ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
+    def __init__(self, n):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"StopAfter: n must be an int >= 1 (steps to run before stopping), got {n!r}")
+        self.n, self.seen = int(n), 0
 
-    # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
+    def after_step(self, step, model, row):
+        self.seen += 1
+        return self.seen >= self.n
+
+
+def _resume_state(config, ckpt_path, resume):
+    """The checkpoint to continue from (None for a fresh run), checked against `config`."""
     if resume not in (True, False, "auto"):
         raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
     if resume == "auto":
         resume = os.path.exists(ckpt_path)
-    state = None
-    if resume:
-        if not os.path.exists(ckpt_path):
-            raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
-        state = checkpoint.load(ckpt_path)
-        saved = state.meta.get("pretrain_config", {})
-        for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "seed"):
-            if key in saved and saved[key] != getattr(config, key):
-                raise ValueError(f"--resume: the checkpoint was trained with {key}={saved[key]!r} but this run asks "
-                                 f"for {getattr(config, key)!r}; use the same settings or a new --out")
+    if not resume:
+        return None
+    if not os.path.exists(ckpt_path):
+        raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
+    state = checkpoint.load(ckpt_path)
+    saved = state.meta.get("pretrain_config", {})
+    for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "seed"):
+        if key in saved and saved[key] != getattr(config, key):
+            raise ValueError(f"--resume: the checkpoint was trained with {key}={saved[key]!r} but this run asks "
+                             f"for {getattr(config, key)!r}; use the same settings or a new --out")
+    return state
+
+
+def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
+    """Pretrain a GPT as `config` says; return a PretrainResult (history for plots, final checkpoint).
+
+    resume=True continues from `config.out`/ckpt.npz exactly where it stopped (weights, optimizer moments,
+    the step counter and both random generators), bit-identical to a run never interrupted; resume="auto"
+    resumes when that checkpoint exists, so a finished run returns at once (notebooks use it as a cache).
+    Ctrl-C saves a checkpoint and returns cleanly. callbacks: objects with after_step(step, model, row),
+    called after every step; one that returns True stops the run as Ctrl-C would (StopAfter(n) is one).
+    """
+    config = config or PretrainConfig()
+    config.validate()
+    _check_callbacks(callbacks)
+    check_out_dir(config.out)
+    ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
+
+    # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
+    state = _resume_state(config, ckpt_path, resume)
     manual_seed(config.seed)
-    tokenizer = tokenizer_from_dict(state.meta["tokenizer"]) if state else None
-    prepared = prepare_data(config, tokenizer)
+    prepared = prepare_data(config, tokenizer_from_dict(state.meta["tokenizer"]) if state else None)
     tokenizer = prepared["tokenizer"]
-    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
-                             n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout)
-    model = GPT(model_config)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
+                          n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout))
     optimizer = optim.AdamW(optim.param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
                             betas=(0.9, 0.95))
     batch_rng = np.random.default_rng(config.seed)  # draws the training windows
     val_batches = fixed_batches(prepared["val"], config.eval_batches, config.batch_size, config.block_size, seed=1234)
     history, start_step, train_seconds = [], 0, 0.0
     if state:
-        checkpoint.restore(ckpt_path, model, optimizer)
-        batch_rng.bit_generator.state = state.meta["batch_rng_state"]
-        set_rng_state(state.meta["rng_state"])
-        history, start_step = state.meta["history"], state.meta["step"]
-        train_seconds = state.meta.get("train_seconds", 0.0)
+        history, start_step, train_seconds = _restore(state, ckpt_path, model, optimizer, batch_rng)
         log(f"resumed from {ckpt_path} at step {start_step}")
 
     params = list(model.parameters())
     tokens_per_step = config.batch_size * config.block_size
 
-    def save(step):
-        checkpoint.save(ckpt_path, model, optimizer, step=step, tokenizer=tokenizer.to_dict(),
-                        pretrain_config=dataclasses.asdict(config), history=history,
-                        batch_rng_state=batch_rng.bit_generator.state, rng_state=get_rng_state(),
-                        train_seconds=train_seconds, kind="pretrain")
+    def save(step):  # everything resume needs, and the history as JSON lines beside it
+        checkpoint.save(ckpt_path, model, optimizer, step=step, tokenizer=tokenizer.to_dict(), history=history,
+                        pretrain_config=dataclasses.asdict(config), batch_rng_state=batch_rng.bit_generator.state,
+                        rng_state=get_rng_state(), train_seconds=train_seconds, stage="pretrain")
         write_history(os.path.join(config.out, HISTORY_NAME), history)
 
     if start_step == 0:
@@ -262,9 +285,8 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
     # --- 2. the loop -------------------------------------------------------------------------------
     step, interrupted = start_step, False
     bar = tqdm(total=config.steps, initial=start_step, disable=not progress, desc="pretrain", unit="step")
-    loss_value = float("nan")
     try:
-        while step < config.steps:
+        while step < config.steps and not interrupted:
             t0 = time.perf_counter()
             lr = optim.cosine_schedule(step, config.lr, config.warmup_steps, config.steps, config.min_lr)
             optim.set_lr(optimizer, lr)  # schedule
@@ -283,13 +305,15 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
             if step % config.eval_every == 0 or step == config.steps:
                 row["val_loss"] = estimate_loss(model, val_batches)  # evaluate
             history.append(row)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_per_step / dt:,.0f}",
-                            **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.1e}", "tok_s": f"{tokens_per_step / dt:,.0f}"}
+            if "val_loss" in row:
+                postfix["val"] = f"{row['val_loss']:.3f}"
+            bar.set_postfix(postfix)
             bar.update(1)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 save(step)  # periodic checkpoint
-            if _stop_after is not None and step - start_step >= _stop_after:
-                raise KeyboardInterrupt
+            if any([callback.after_step(step, model, row) for callback in callbacks]):  # each sees every step
+                interrupted = True  # a callback asked to stop: save and return as on Ctrl-C
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -299,10 +323,31 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
         log(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
 
     # --- 3. report ---------------------------------------------------------------------------------
+    return _result(config, prepared, model, history, ckpt_path, step, val_batches, train_seconds, interrupted)
+
+
+def _check_callbacks(callbacks):
+    for callback in callbacks:
+        if not callable(getattr(callback, "after_step", None)):
+            raise ValueError(f"callbacks: each needs an after_step(step, model, row) method, got {callback!r}")
+
+
+def _restore(state, ckpt_path, model, optimizer, batch_rng):
+    """Put a checkpoint's weights, AdamW moments and both random generators back; (history, step, seconds)."""
+    checkpoint.restore(ckpt_path, model, optimizer)
+    batch_rng.bit_generator.state = state.meta["batch_rng_state"]
+    set_rng_state(state.meta["rng_state"])
+    return state.meta["history"], state.meta["step"], state.meta.get("train_seconds", 0.0)
+
+
+def _result(config, prepared, model, history, ckpt_path, step, val_batches, train_seconds, interrupted):
+    """The PretrainResult: final losses (train: mean of the last 20 steps), a sample from "The ", tokens/s."""
+    tokenizer = prepared["tokenizer"]
     final_val = history[-1]["val_loss"] if history and "val_loss" in history[-1] else estimate_loss(model, val_batches)
     prompt = tokenizer.encode("The ")[None, :]  # (1, t)
     sample = tokenizer.decode(model.generate(prompt, config.sample_tokens, temperature=0.8, seed=config.seed)[0])
     recent = [row["train_loss"] for row in history[-20:]]
+    tokens_per_step = config.batch_size * config.block_size
     return PretrainResult(
         model=model, tokenizer=tokenizer, history=history, checkpoint=ckpt_path, steps=step,
         final_train_loss=float(np.mean(recent)) if recent else float("nan"), final_val_loss=final_val,
@@ -310,3 +355,41 @@ def pretrain(config=None, resume=False, progress=True, log=print, _stop_after=No
         tokens_per_s=tokens_per_step * step / train_seconds if train_seconds else 0.0,
         wall_s=train_seconds, sample=sample, interrupted=interrupted,
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The course's shared base models
+# ----------------------------------------------------------------------------------------------------
+
+# One pretrained model shared by notebooks 05-09 and `python -m tinyft claims`, so their numbers describe
+# the same model. "base": as strong as about ten minutes on 2 cores allows, with a 256-token context so a
+# demonstration and a passage fit a prompt whole; "large": about three times the parameters, trained on
+# the same tokens (the larger generic model of claim C5); "tiny": seconds, for tests and --quick runs.
+COURSE_PRESETS = {
+    "tiny": dict(n_layer=1, n_head=2, n_embd=32, block_size=128, batch_size=8, steps=80, warmup_steps=8,
+                 eval_every=40, eval_batches=4, checkpoint_every=10_000),
+    "base": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, batch_size=8, steps=3000),
+    "large": dict(n_layer=6, n_head=6, n_embd=192, block_size=256, batch_size=8, steps=3000),
+}
+
+
+def course_config(preset="base", cache_dir=None):
+    """The PretrainConfig of a course preset, its `out` in `cache_dir` (default: data.default_cache_dir()/course)."""
+    if preset not in COURSE_PRESETS:
+        raise ValueError(f"preset: unknown course model {preset!r}; valid: {', '.join(COURSE_PRESETS)}")
+    root = cache_dir if cache_dir is not None else os.path.join(data.default_cache_dir(), "course")
+    return PretrainConfig(seed=0, out=os.path.join(root, preset), **COURSE_PRESETS[preset])
+
+
+def course_model(preset="base", cache_dir=None, progress=False, log=print):
+    """The path of a course model's checkpoint, pretrained on first use and read back afterwards.
+
+    Deterministic (seed 0, the default corpus snapshot): every student gets the same model. A finished run
+    in the cache returns at once (resume="auto"); an interrupted one continues where it stopped.
+    """
+    config = course_config(preset, cache_dir)
+    path = os.path.join(config.out, CHECKPOINT_NAME)
+    if not os.path.exists(path):
+        log(f"pretraining the course's {preset!r} model once into {config.out} (later calls read it back)")
+    pretrain(config, resume="auto", progress=progress, log=log)
+    return path

@@ -307,12 +307,13 @@ SPLITS = ("train", "val", "test", "shifted")
 
 
 class Task:
-    """A specialized dataset. Attributes: name, kind ("lm" | "classification" | "instruction"), metric,
-    higher_is_better, tokenizer, block_size, pad_id; train / val / test / shifted (lm: 1-D int64 id arrays;
-    prompt tasks: lists of Example); classification only: classes, label_ids (K,), train_clean_labels."""
+    """A specialized dataset. Attributes: name (the task: "code", "kind", "order" or "describe"), task_type ("lm",
+    "classification" or "instruction": how it is batched and scored), metric, higher_is_better, tokenizer,
+    block_size, pad_id; train / val / test / shifted (lm: 1-D int64 id arrays; prompt tasks: lists of
+    Example); classification only: classes, label_ids (K,), train_clean_labels."""
 
-    def __init__(self, name, kind, metric, tokenizer, block_size, splits, pad_id, meta):
-        self.name, self.kind, self.metric = name, kind, metric
+    def __init__(self, name, task_type, metric, tokenizer, block_size, splits, pad_id, meta):
+        self.name, self.task_type, self.metric = name, task_type, metric
         self.higher_is_better = metric in ("accuracy", "exact_match")
         self.tokenizer, self.block_size, self.pad_id = tokenizer, block_size, pad_id
         self.train, self.val, self.test, self.shifted = (splits[s] for s in SPLITS)
@@ -330,7 +331,7 @@ class Task:
 
     def _answer_ids(self, example):
         """Token ids the loss counts. kind: the label's first token; describe: the answer and a '\\n'."""
-        if self.kind == "classification":
+        if self.task_type == "classification":
             return self.label_ids[example.label:example.label + 1]
         return np.concatenate([self.tokenizer.encode(example.answer), [self.pad_id]]).astype(np.int64)
 
@@ -371,7 +372,7 @@ class Task:
             raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if self.kind == "lm":
+        if self.task_type == "lm":
             return data.get_batch(ids, batch_size, self.block_size, rng)
         pairs = self._pairs(split)
         return self._rows([pairs[i] for i in rng.integers(0, len(pairs), size=batch_size)])
@@ -383,7 +384,7 @@ class Task:
         with `shots` train demonstrations (few_shot_prompt, drawn with np.random.default_rng(seed))
         prepended to each prompt and cut from the left so the row fits block_size.
         """
-        if self.kind == "lm":
+        if self.task_type == "lm":
             if shots:
                 raise ValueError(f"shots must be 0 for the language-modelling task {self.name!r}; few-shot "
                                  "prompting applies to the prompt tasks 'kind' and 'describe'")
@@ -408,8 +409,8 @@ class Task:
         Each prompt is the passage + "\\nkind: " (cut from the left to fit block_size - 1); the head reads
         the hidden state(s) up to its last token, where the LM would predict the label token.
         """
-        if self.kind != "classification":
-            raise ValueError(f"examples() is for classification tasks; {self.name!r} is a {self.kind} task")
+        if self.task_type != "classification":
+            raise ValueError(f"examples() is for classification tasks; {self.name!r} is a {self.task_type} task")
         prompts = [prompt for prompt, _ in self._pairs(split)]
         return prompts, np.array([e.label for e in self._split(split)], dtype=np.int64)
 
@@ -417,7 +418,7 @@ class Task:
         """Text of k train examples drawn without replacement, each as prompt + answer + blank line, to
         prepend to a prompt (the prompting baseline). Rows built with it are cut from the left to fit
         block_size (eval_arrays), so with ~100-character passages and block_size 128 about one shot fits."""
-        if self.kind == "lm":
+        if self.task_type == "lm":
             raise ValueError(f"few_shot_prompt applies to prompt tasks; {self.name!r} is a language-modelling task")
         if not 0 <= k <= len(self.train):
             raise ValueError(f"k must be in 0..{len(self.train)} (the train examples), got {k}")
@@ -449,14 +450,14 @@ class Task:
                     picked = np.take_along_axis(logp, np.where(mask, y, 0)[..., None], axis=-1)[..., 0]
                     nll_sum -= float(picked[mask].sum())
                     counted += int(mask.sum())
-                    if self.kind == "classification":
+                    if self.task_type == "classification":
                         rows, ends = np.nonzero(mask)  # one counted position per row
                         label_logp = logp[rows, ends][:, self.label_ids]  # (B, K)
                         correct += int((self.label_ids[label_logp.argmax(axis=1)] == y[rows, ends]).sum())
                 n = len(x_all)
-                if self.kind == "lm":
+                if self.task_type == "lm":
                     return {"loss": nll_sum / counted, "n": n, "tokens": counted}
-                if self.kind == "classification":
+                if self.task_type == "classification":
                     return {"accuracy": correct / n, "loss": nll_sum / counted, "n": n}
                 result = {"answer_loss": nll_sum / counted, "n": n}
                 if decode:
@@ -505,7 +506,7 @@ class Task:
 
     def __repr__(self):
         sizes = ", ".join(f"{s}={len(self._split(s))}" for s in SPLITS)
-        return f"Task({self.name!r}, kind={self.kind!r}, metric={self.metric!r}, {sizes})"
+        return f"Task({self.name!r}, task_type={self.task_type!r}, metric={self.metric!r}, {sizes})"
 
 
 def _log_softmax(z):  # (..., V) float64
@@ -834,25 +835,25 @@ def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_n
               "tokenizer": f"{type(tokenizer).__name__}(vocab_size={tokenizer.vocab_size})"}
     if name == "code":
         splits, meta = _build_code(tokenizer, n_examples, seed, block_size)
-        task = Task(name, "lm", "loss", tokenizer, block_size, splits, pad, {**common, "kind": "lm", **meta})
+        task = Task(name, "lm", "loss", tokenizer, block_size, splits, pad, {**common, "task_type": "lm", **meta})
     elif name == "kind":
         splits, meta, label_ids, clean = _build_kind(tokenizer, n_examples, seed, block_size, label_noise,
                                                      imbalance)
         task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad,
-                    {**common, "kind": "classification", **meta})
+                    {**common, "task_type": "classification", **meta})
         task.classes, task.label_ids, task.train_clean_labels = KIND_CLASSES, label_ids, clean
         task.prompt_suffix = KIND_SUFFIX
     elif name == "order":
         splits, meta, label_ids, clean = _build_order(tokenizer, n_examples, seed, block_size, label_noise,
                                                       imbalance)
         task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad,
-                    {**common, "kind": "classification", **meta})
+                    {**common, "task_type": "classification", **meta})
         task.classes, task.label_ids, task.train_clean_labels = ORDER_CLASSES, label_ids, clean
         task.prompt_suffix = ORDER_SUFFIX
     else:
         splits, meta = _build_describe(tokenizer, n_examples, seed, block_size)
         task = Task(name, "instruction", "answer_loss", tokenizer, block_size, splits, pad,
-                    {**common, "kind": "instruction", **meta})
+                    {**common, "task_type": "instruction", **meta})
     task._meta["metric"], task._meta["higher_is_better"] = task.metric, task.higher_is_better
     return task
 

@@ -1,7 +1,8 @@
 """Hot paths: each Numba kernel beside the NumPy twin it is tested against, forward and backward.
 
 Map of this package:
-  _backend.py        the switch use("numba" | "numpy") / current(), and the cached njit decorator
+  _backend.py        the switch use("numba" | "numpy") / current(), the cached njit decorator, and the
+                     process settings made at import (listed at its head; TINYFT_NO_PROCESS_SETTINGS=1 skips them)
   _math.py           vectorizable tanh and exp for float32 kernels
   layernorm.py       fused layer norm                  gelu.py           fused tanh-GELU
   cross_entropy.py   one-pass softmax cross-entropy    attention.py      fused causal attention

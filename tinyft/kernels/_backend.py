@@ -2,8 +2,7 @@
 process settings that keep a training step fast on a small machine.
 
 Map of this file:
-  threads and memory     one threaded library at a time (Numba's workqueue, passive OpenMP waits);
-                         keep_freed_memory(): big temporaries reuse heap pages instead of fresh ones
+  threads and memory     the process settings below; keep_freed_memory() is the malloc one
   use(name), current()   pick the path the fused Functions run; use() also works as a context manager
   run_parallel(tasks), parallel_chunks(work, n, chunk)   run tasks (or work(start, stop) over chunks of
                          range(n)) on threads, one per core, BLAS held to one thread meanwhile: how the
@@ -11,6 +10,16 @@ Map of this file:
   njit(parallel=...)     numba.njit with cache=True, safe fast-math flags, and a warned fallback to no
                          cache when the cache folder (NUMBA_CACHE_DIR, else __pycache__) is not writable
 The default backend is "numba", or the environment variable TINYFT_KERNELS when it is set.
+
+PROCESS SETTINGS made when tinyft is imported (TINYFT_NO_PROCESS_SETTINGS=1 skips all three):
+  OMP_WAIT_POLICY=PASSIVE   an environment variable (child processes inherit it): idle OpenMP threads sleep
+                            at once instead of spinning. Off: set OMP_WAIT_POLICY yourself (kept as it is).
+  Numba threading layer     "workqueue", Numba's own pool, which sleeps between loops. Off: set
+                            NUMBA_THREADING_LAYER (omp, tbb, ...) and Numba's choice stands.
+  glibc malloc thresholds   mallopt: M_MMAP_THRESHOLD 32 MB, M_TRIM_THRESHOLD 1 GB, so freed temporaries
+                            are reused instead of returned to the system (MEMORY_KEPT says whether it took
+                            effect). Off: TINYFT_KEEP_MEMORY=0.
+docs/kernels.md ("Process settings") gives the measurements behind each.
 """
 
 import ctypes
@@ -24,12 +33,16 @@ import tempfile
 import threading
 import warnings
 
+# TINYFT_NO_PROCESS_SETTINGS=1: leave OpenMP, Numba's threading layer and malloc as the process has them.
+PROCESS_SETTINGS = os.environ.get("TINYFT_NO_PROCESS_SETTINGS", "").strip() != "1"
+
 # One threaded library at a time. A training step alternates BLAS calls (OpenBLAS's threads) with Numba
 # prange kernels (Numba's OpenMP threads). By default an OpenMP thread spins for a while after its loop
 # ends, holding a core that the next BLAS call needs: on 2 cores that made the GPT step 2-7x slower,
 # measured (docs/kernels.md). PASSIVE makes idle OpenMP threads sleep at once. It must be set before
 # libgomp starts, and a value the user chose is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if PROCESS_SETTINGS:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
 
@@ -37,7 +50,7 @@ import numba  # noqa: E402
 # Numba's own "workqueue" pool sleeps between loops and never competes with OpenBLAS, so it is the default
 # here unless NUMBA_THREADING_LAYER says otherwise. Its one limit: do not launch parallel kernels from
 # several Python threads at once (Numba stops with an error); set NUMBA_THREADING_LAYER=omp for that.
-if "NUMBA_THREADING_LAYER" not in os.environ:
+if PROCESS_SETTINGS and "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 
@@ -52,9 +65,11 @@ def keep_freed_memory(max_block=32 * 1024 * 1024):
     backward 2.7x slower in the step than alone). mallopt raises the threshold to max_block (glibc's
     ceiling is 32 MB) and stops trimming the heap, so freed blocks are reused. The price: memory a
     process has freed is not returned to the system until it exits. Linux/glibc only; elsewhere, or
-    with TINYFT_KEEP_MEMORY=0, it does nothing. Returns True when the setting took effect.
+    with TINYFT_KEEP_MEMORY=0 or TINYFT_NO_PROCESS_SETTINGS=1, it does nothing. Returns True when the
+    setting took effect.
     """
-    if os.environ.get("TINYFT_KEEP_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    keep = PROCESS_SETTINGS and os.environ.get("TINYFT_KEEP_MEMORY", "1") != "0"
+    if not keep or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -1,5 +1,9 @@
 """Causal multi-head attention, forward and backward: the NumPy twin and two Numba paths.
 
+The switch (kernels.use / TINYFT_KERNELS) runs attention_forward_numba / _backward_numba, or the NumPy twin
+under "numpy": BLAS does the products, Numba only what lies between them (faster than loops). To learn the
+algorithm read attention_forward_loops_numba / _backward_loops_numba: every step a written-out loop.
+
 Map of this file:
   attention_forward_reference / _backward_reference   the NumPy twin: the spec, in whole-array steps
   attention_forward_numba / _backward_numba            the path that runs: the six (T, hd) products by
@@ -56,7 +60,7 @@ def attention_backward_reference(dout, q, k, v, out, lse, probs, causal):
     dv = np.swapaxes(probs, -1, -2) @ dout  # (B, H, T, hd)
     dprobs = dout @ np.swapaxes(v, -1, -2)  # (B, H, T, T)
     D = (dout * out).sum(axis=-1, keepdims=True)  # (B, H, T, 1) = sum_j p_ij dp_ij
-    dscores = probs * (dprobs - D) * scale  # (B, H, T, T), zero above the diagonal since probs is
+    dscores = probs * (dprobs - D) * scale  # (B, H, T, T); zero above the diagonal, where probs is 0
     dq = dscores @ k
     dk = np.swapaxes(dscores, -1, -2) @ q
     return dq.astype(q.dtype), dk.astype(q.dtype), dv.astype(q.dtype)
