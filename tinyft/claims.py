@@ -13,12 +13,17 @@ tuning seed that is never reported, and the numbers in the table come from test 
 Lecture note: docs/claims.md (each claim, the command that measured it, what it means at this scale).
 """
 
+import dataclasses
+import json
 import math
+import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import checkpoint
+from .checkpoint import atomic_write
 from .baselines import (
     calibrated_prompting,
     compare_costs,
@@ -30,7 +35,7 @@ from .baselines import (
 from .experiments import choose_on_validation, mean_ci, paired_difference, verdict
 from .finetune import FinetuneConfig, finetune, gpt_of
 from .forgetting import EWC, L2SP, Replay, fisher_diagonal, source_data, source_loss, wise_ft
-from .pretrain import course_model, fixed_batches
+from .pretrain import check_out_dir, course_model, fixed_batches
 from .tasks import build_task
 
 # ====================================================================================================
@@ -46,19 +51,19 @@ class ClaimSettings:
     large: str | None = "large"  # C5's larger generic model (None: C5 is skipped)
     seeds: tuple = (0, 1, 2)  # reported seeds (task draw, batch order, new weights)
     tuning_seed: int = 100  # choices are made with this seed, on validation splits only
-    steps: int = 150
+    steps: int = 100
     batch_size: int = 16
     n_examples: int = 500
     lrs: tuple = (3e-4, 1e-3, 3e-3)  # the grid every method (fine-tuning, scratch, each strategy) picks from
     sweep_lrs: tuple = (1e-4, 3e-4, 1e-3, 3e-3)  # C3 and C11
-    sizes: tuple = (50, 200, 1000, 2000)  # C6, C9: training examples
+    sizes: tuple = (50, 1000)  # C6, C9: the smallest and the largest training set
     epochs: int = 3  # C9: steps = epochs * n / batch_size (at least `steps`): every size sees its data alike
     label_noise: float = 0.3
     imbalance: float = 4.0
     strengths: dict = field(default_factory=lambda: {"replay": (0.1, 0.25, 0.5), "ewc": (1e2, 1e3, 1e4),
                                                      "l2sp": (0.1, 0.3, 1.0), "wise": (0.25, 0.5, 0.75)})
     source_batches: int = 8  # per half (choosing / reporting), of batch_size sequences of the base's block
-    eval_examples: int = 400  # classification splits are cut to this many examples (speed)
+    eval_examples: int = 300  # classification splits are cut to this many examples (speed), twins kept
 
 
 QUICK = ClaimSettings(base="tiny", large=None, seeds=(0, 1), steps=30, batch_size=8, n_examples=200,
@@ -99,9 +104,9 @@ class Bench:
             block = 128 if name in ("code", "kind", "order") else self.block_size
             task = build_task(name, self.tokenizer, n_examples=key[1], seed=seed, block_size=min(block, self.block_size),
                               label_noise=label_noise, imbalance=imbalance)
-            if task.task_type == "classification":  # evaluation splits cut for speed, balance kept
+            if task.task_type == "classification":  # evaluation splits cut for speed
                 for split in ("val", "test", "shifted"):
-                    setattr(task, split, getattr(task, split)[:self.settings.eval_examples])
+                    setattr(task, split, _first_examples(getattr(task, split), self.settings.eval_examples))
             self._tasks[key] = task
         return self._tasks[key]
 
@@ -168,6 +173,16 @@ class Bench:
         higher = self.task(task_name).higher_is_better
         best, _ = choose_on_validation(lrs or self.settings.lrs, score, higher_is_better=higher)
         return best
+
+
+def _first_examples(examples, n):
+    """The first n examples of a split; for "order", the first n/2 passages with both their twins (so the
+    classes stay balanced and every real passage keeps its shuffled twin)."""
+    if not examples or examples[0].answer not in ("real", "shuffled"):
+        return examples[:n]
+    order = list(dict.fromkeys(tuple(sorted(e.text.split(" "))) for e in examples))
+    keep = set(order[:n // 2])
+    return [e for e in examples if tuple(sorted(e.text.split(" "))) in keep]
 
 
 # ====================================================================================================
@@ -464,15 +479,50 @@ def check_claim_ids(ids):
     return ids
 
 
-def run_claims(ids=None, settings=QUICK, log=print):
-    """Run the claims `ids` (all by default) on one bench; returns the rows in order."""
+def run_claims(ids=None, settings=QUICK, out=None, log=print):
+    """Run the claims `ids` (all by default) on one bench; returns the rows in order.
+
+    out: a folder for claims.json, rewritten (atomically) after each claim; a rerun with the same settings
+    reads back the claims already there instead of running them again (an interrupted run resumes).
+    """
     ids = check_claim_ids(ids or list(CLAIMS))
-    bench = Bench(settings, log=log)
-    rows = []
+    saved, path = {}, None
+    if out is not None:
+        check_out_dir(out)
+        path = os.path.join(out, CLAIMS_JSON)
+        saved = _saved_claims(path, settings)
+    bench = None
     for claim_id in ids:
+        if claim_id in saved:
+            log(f"{claim_id}: read back from {path}")
+            continue
         log(f"{claim_id}: {CLAIMS[claim_id][0]}")
-        rows.extend(CLAIMS[claim_id][1](bench))
-    return rows
+        bench = bench or Bench(settings, log=log)
+        t0 = time.perf_counter()
+        saved[claim_id] = CLAIMS[claim_id][1](bench)
+        for row in saved[claim_id]:
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+        if path is not None:
+            atomic_write(path, json.dumps({"settings": _settings_dict(settings), "claims": saved}, indent=1))
+    return [row for claim_id in ids for row in saved[claim_id]]
+
+
+CLAIMS_JSON = "claims.json"
+
+
+def _settings_dict(settings):
+    return json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples -> lists, as JSON reads them back
+
+
+def _saved_claims(path, settings):
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    if saved.get("settings") != _settings_dict(settings):
+        raise ValueError(f"--out: {path} holds claims run with other settings; use the same settings to resume, "
+                         "or another --out")
+    return saved["claims"]
 
 
 def format_claims(rows):

@@ -5,17 +5,19 @@ Map of this file:
   finetune    add_finetune_arguments, load_for_task, run_finetune_cli      (finetune.py, baselines.py)
   forgetting  add_forgetting_arguments, run_forgetting_cli  (experiments.run_sweep and its tables)
   demo        add_demo_arguments, run_demo_cli              (demo.py: pretrain -> fine-tune -> forgetting)
+  claims      add_claims_arguments, run_claims_cli          (claims.py: every claim over seeds, with intervals)
   build_parser, main: one subcommand each; bad input prints one line `error: ...` and exits with 2
 Shared flags use nanoGPT's words: --n-layer --n-head --n-embd --block-size --batch-size --lr --steps
 --seed --out. `--json` prints a machine-readable summary as the last line of standard output.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
-from . import checkpoint
+from . import checkpoint, claims
 from .baselines import compare_costs, pretraining_cost, task_baselines
 from .checkpoint import CheckpointError
 from .demo import run_demo, run_engine_demo
@@ -301,6 +303,38 @@ def run_demo_cli(args):
     if args.json:
         print(json.dumps(summary))
 
+def add_claims_arguments(parser):
+    """The flags of `python -m tinyft claims`."""
+    parser.add_argument("--only", type=_csv_list("claim ids"), default=None,
+                        help="comma-separated claim ids, e.g. C1,C3 (default: all of C1..C11)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per experiment: 0, 1, ..., N-1 (default: 3, or 2 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings: the 'tiny' base model and 30-step runs; C1 and C3 take a few minutes")
+    parser.add_argument("--out", default="runs/claims",
+                        help="folder for claims.json, written after each claim; rerun to resume (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the claims as one JSON line last")
+
+
+def run_claims_cli(args):
+    """`python -m tinyft claims`: run the experiments, print the table (progress goes to standard error)."""
+    settings = claims.QUICK if args.quick else claims.FULL
+    ids = claims.check_claim_ids(args.only) if args.only is not None else list(claims.CLAIMS)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1 (1 gives no interval and no verdict), got {args.seeds}")
+        settings = dataclasses.replace(settings, seeds=tuple(range(args.seeds)))
+    if os.path.isfile(args.out):
+        raise ValueError(f"--out {args.out!r} is a file; pass a folder for claims.json")
+    rows = claims.run_claims(ids, settings, out=args.out, log=lambda *a: print(*a, file=sys.stderr))
+    print(claims.format_claims(rows))
+    print(f"written: {os.path.join(args.out, claims.CLAIMS_JSON)}")
+    if args.json:
+        keys = ("id", "claim", "metric", "value", "ci95", "seeds", "verdict")
+        print(json.dumps({"claims": [{k: r[k] for k in keys} for r in rows]}))
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------
 # The parser
 # ----------------------------------------------------------------------------------------------------
@@ -350,6 +384,19 @@ def build_parser():
                     "autograd engine alone on a toy task, in a second.")
     add_demo_arguments(demo)
     demo.set_defaults(run=run_demo_cli)
+
+    claims_parser = commands.add_parser(
+        "claims", help="run every claim about fine-tuning as an experiment: seeds, 95%% intervals, verdicts",
+        description="Run the experiments behind the claims C1..C11 of docs/claims.md on the course's shared base "
+                    "model (pretrained once and cached): fine-tuning against training from scratch, compute, "
+                    "learning rates, strategies, a larger generic model, prompting, forgetting and its "
+                    "mitigations, data quality, data size, shifted data and hyperparameters. Each row gives the "
+                    "effect's mean over seeds, its 95% Student's t interval and a verdict: supported (the "
+                    "interval excludes no effect), not supported (it excludes the claimed direction) or within "
+                    "noise. Choices are made on validation splits; numbers come from test splits. The full run "
+                    "takes hours on 2 cores; --quick takes minutes.")
+    add_claims_arguments(claims_parser)
+    claims_parser.set_defaults(run=run_claims_cli)
     return parser
 
 
