@@ -117,7 +117,8 @@ def optimizer_check(torch, nanogpt_dir, ckpt_pt, tinyft_ckpt, batch, lr=1e-3):
     our_opt.step()
     ours_after = dict(ours.named_parameters())
     update = max(float(np.abs(p.detach().numpy() - before[n]).max()) for n, p in nano_model.named_parameters())
-    disagree = max(float(np.abs(p.detach().numpy() - ours_after[n].data).max()) for n, p in nano_model.named_parameters())
+    disagree = max(float(np.abs(p.detach().numpy() - ours_after[n].data).max())
+                   for n, p in nano_model.named_parameters())
     return {"moments_equal": moments_equal, "groups": [len(g["params"]) for g in opt.param_groups],
             "loss_nanogpt": loss.item(), "loss_tinyft": our_loss.item(), "max_update": update,
             "max_weight_difference_after_step": disagree}
@@ -160,7 +161,7 @@ def native_check(torch, nanogpt, work, text, steps=30):
     os.makedirs(folder)
     model_args = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, bias=False, vocab_size=len(chars), dropout=0.0)
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "model_args": model_args,
-                "iter_num": steps, "best_val_loss": float(loss), "config": {"dataset": "native"}},
+                "iter_num": steps, "best_val_loss": loss.item(), "config": {"dataset": "native"}},
                os.path.join(folder, "ckpt.pt"))
     data_dir = os.path.join(work, "native", "data", "native")  # where nanoGPT keeps meta.pkl: data/<dataset>/
     os.makedirs(data_dir)

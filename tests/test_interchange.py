@@ -225,12 +225,14 @@ def test_tinyft_adamw_moments_land_on_nanogpts_groups_by_name_and_come_back_bit_
         torch_like = interchange.optimizer_to_nanogpt(optimizer.state_dict(), model.config, notes)
     decay, no_decay = interchange.nanogpt_param_groups(model.config)
     groups = torch_like["param_groups"]
-    assert [g["params"] for g in groups] == [list(range(len(decay))), list(range(len(decay), len(decay) + len(no_decay)))]
+    n = len(decay)
+    assert [g["params"] for g in groups] == [list(range(n)), list(range(n, n + len(no_decay)))]
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0] and groups[0]["betas"] == (0.9, 0.95)
     ours = {name: optimizer.state[i] for i, _, _, name in optimizer._indexed()}  # tinyft's state, by name
     for index, name in enumerate(decay + no_decay):
         entry = torch_like["state"][index]
-        assert np.array_equal(entry["exp_avg"], ours[name]["m"]) and np.array_equal(entry["exp_avg_sq"], ours[name]["v"])
+        assert np.array_equal(entry["exp_avg"], ours[name]["m"])
+        assert np.array_equal(entry["exp_avg_sq"], ours[name]["v"])
         assert entry["step"] == 3.0
 
     by_name, settings = interchange.optimizer_from_nanogpt(torch_like, model.config, [])
@@ -240,7 +242,8 @@ def test_tinyft_adamw_moments_land_on_nanogpts_groups_by_name_and_come_back_bit_
     assert a["state"].keys() == b["state"].keys()
     for i in a["state"]:
         for key in ("step", "m", "v"):
-            assert np.array_equal(a["state"][i][key], b["state"][i][key]) and a["state"][i][key].dtype == b["state"][i][key].dtype
+            x, y = a["state"][i][key], b["state"][i][key]
+            assert np.array_equal(x, y) and x.dtype == y.dtype
 
 
 def test_optimizer_from_nanogpt_names_what_does_not_fit():
@@ -557,7 +560,8 @@ def test_the_safetensors_package_reads_our_file_and_we_read_its_file_bit_exactly
             assert loaded[name].dtype == np.float32 and loaded[name].tobytes() == array.tobytes(), name
     rng = np.random.default_rng(5)
     theirs_tensors = {"f64": rng.standard_normal((4, 3)), "f32": rng.standard_normal(7).astype(np.float32),
-                      "f16": rng.standard_normal(5).astype(np.float16), "i32": np.arange(6, dtype=np.int32).reshape(2, 3)}
+                      "f16": rng.standard_normal(5).astype(np.float16),
+                      "i32": np.arange(6, dtype=np.int32).reshape(2, 3)}
     theirs = str(tmp_path / "theirs.safetensors")
     st.save_file(theirs_tensors, theirs, metadata={"format": "np"})
     got, metadata, _ = interchange.read_safetensors(theirs)
