@@ -356,7 +356,7 @@ def optimizer_from_nanogpt(torch_state, config, notes):
     names = {index: name for group, group_names in zip(groups, (decay, no_decay))
              for index, name in zip(group["params"], group_names)}
     shapes = parameter_shapes(config)
-    by_name = {}
+    by_name, casts = {}, []
     for index, entry in torch_state["state"].items():
         name = names.get(index)
         if name is None:
@@ -364,20 +364,30 @@ def optimizer_from_nanogpt(torch_state, config, notes):
         if not isinstance(entry, dict) or not {"step", "exp_avg", "exp_avg_sq"} <= set(entry):
             raise InterchangeError(f"optimizer state of {name}: expected step, exp_avg and exp_avg_sq, "
                                    f"got {sorted(entry) if isinstance(entry, dict) else type(entry).__name__}")
-        step = float(np.asarray(entry["step"]))
-        if np.shape(entry["step"]) not in ((), (1,)) or step != int(step) or step < 0:
+        step = np.asarray(entry["step"])
+        if step.shape not in ((), (1,)) or step.dtype.kind not in "iuf" or not float(step.reshape(-1)[0]).is_integer() \
+                or float(step.reshape(-1)[0]) < 0:
             raise InterchangeError(f"optimizer state of {name}: step must be one whole number, got {entry['step']!r}")
+        step = float(step.reshape(-1)[0])
         moments = {}
         for key, ours in (("exp_avg", "m"), ("exp_avg_sq", "v")):
             array = np.asarray(entry[key])
             if array.shape != shapes[name]:
                 raise InterchangeError(f"optimizer state of {name}: {key} has shape {array.shape}, the parameter "
                                        f"has {shapes[name]}")
-            moments[ours] = as_float32(f"optimizer {name}.{key}", array, str(array.dtype), [])
+            moments[ours] = as_float32(f"optimizer {name}.{key}", array, str(array.dtype), casts)
         by_name[name] = {"step": int(step), **moments}
+    if casts:
+        _note(notes, "optimizer moments: " + _cast_note(casts))
     first = groups[0]
-    settings = {"lr": float(first.get("lr", 1e-3)), "betas": tuple(float(b) for b in first.get("betas", (0.9, 0.999))),
-                "eps": float(first.get("eps", 1e-8)), "weight_decay": float(first.get("weight_decay", 0.0))}
+    try:
+        settings = {"lr": float(first.get("lr", 1e-3)), "eps": float(first.get("eps", 1e-8)),
+                    "betas": tuple(float(b) for b in first.get("betas", (0.9, 0.999))),
+                    "weight_decay": float(first.get("weight_decay", 0.0))}
+    except (TypeError, ValueError) as e:
+        raise InterchangeError(f"the optimizer's first param group has unreadable settings ({e})") from None
+    if len(settings["betas"]) != 2:
+        raise InterchangeError(f"the optimizer's betas must be two numbers, got {settings['betas']}")
     return by_name, settings
 
 
