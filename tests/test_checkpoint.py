@@ -115,6 +115,29 @@ def test_resume_after_save_equals_uninterrupted_training_bit_for_bit(tmp_path, r
     assert_same_arrays(resumed.state_dict(), uninterrupted.state_dict())
 
 
+def test_gpt_with_exact_gelu_saves_and_loads_as_exact(tmp_path):
+    model = make_model(seed=4, gelu="exact")
+    path = str(tmp_path / "exact.npz")
+    checkpoint.save(path, model)
+    assert checkpoint.load(path).config["gelu"] == "exact"
+    loaded = checkpoint.load_model(path)
+    assert loaded.config == model.config and loaded.config.gelu == "exact"
+    idx = np.array([[1, 2, 3, 4]])
+    assert np.array_equal(loaded(idx)[0].data, model(idx)[0].data)  # same weights, same GELU: same logits
+
+
+def test_checkpoint_saved_before_the_gelu_field_loads_as_tanh(tmp_path):
+    """An older checkpoint's config has no "gelu": rewrite one without it (as the older code wrote it)."""
+    model = make_model(seed=5)
+    path = str(tmp_path / "old.npz")
+    config = model.config.to_dict()
+    del config["gelu"]
+    model.config.to_dict = lambda: dict(config)  # what GPTConfig.to_dict returned before the field existed
+    checkpoint.save(path, model)
+    assert "gelu" not in checkpoint.load(path).config
+    assert checkpoint.load_model(path).config.gelu == "tanh"
+
+
 def test_load_model_rebuilds_an_equal_model_and_leaves_the_rng_alone(saved):
     path, model, _ = saved
     rng_before = get_rng_state()

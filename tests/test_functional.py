@@ -1,6 +1,6 @@
 """Differentiable ops (tinyft/functional.py): values against NumPy formulas, gradients against gradcheck.
 
-Map: linear, softmax/log_softmax, cross_entropy (ignore_index, logits of +-1e4), layer_norm, gelu,
+Map: linear, softmax/log_softmax, cross_entropy (ignore_index, logits of +-1e4), layer_norm, gelu, gelu_exact, erf,
 embedding (scatter-add), dropout (seeded mask, eval identity, expectation), where/masked_fill,
 attention (causal mask), float32 kept by every op, and bad input.
 """
@@ -195,6 +195,33 @@ def test_gelu_matches_the_tanh_formula_and_its_gradient():
     assert gradcheck(F.gelu, [x])
 
 
+def test_gelu_exact_matches_the_erf_formula_per_element_and_its_gradient():
+    x = rand(3, 7, seed=18, low=-5, high=5)
+    expected = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.data.ravel()]).reshape(3, 7)
+    np.testing.assert_allclose(F.gelu_exact(x).data, expected, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(F.gelu_exact_composed(x).data, expected, rtol=1e-14, atol=1e-15)
+    assert gradcheck(F.gelu_exact, [x])
+    assert gradcheck(F.gelu_exact_composed, [x])
+    bias = rand(7, seed=19)  # GELU is elementwise; broadcasting enters through what feeds it
+    assert gradcheck(lambda x, b: F.gelu_exact(x + b), [x, bias])
+
+
+def test_erf_matches_math_erf_and_its_gradient():
+    x = rand(2, 5, seed=20, low=-3, high=3)
+    np.testing.assert_allclose(F.erf(x).data, np.vectorize(math.erf)(x.data), rtol=0, atol=0)
+    assert gradcheck(F.erf, [x])
+    assert F.erf(Tensor(np.float64(0.5))).item() == math.erf(0.5)  # a 0-d input stays a number
+    with pytest.raises(ValueError, match="erf: x must hold floats"):
+        F.erf(Tensor(np.array([1, 2])))
+
+
+def test_exact_and_tanh_gelu_differ_by_at_most_5e_4_largest_near_2_7():
+    x = Tensor(np.linspace(-8, 8, 16001))
+    diff = np.abs(F.gelu_exact(x).data - F.gelu(x).data)
+    assert 4.6e-4 < diff.max() < 4.8e-4  # the figure docs/transformer.md quotes (4.7e-4)
+    assert abs(abs(x.data[diff.argmax()]) - 2.7) < 0.01
+
+
 # ----------------------------------------------------------------------------------------------------
 # embedding, dropout
 # ----------------------------------------------------------------------------------------------------
@@ -368,6 +395,8 @@ FUNCTIONAL_OPS = {
     "cross_entropy": lambda x, w: F.cross_entropy(x, np.array([[0, 1, 3]]), ignore_index=3),
     "layer_norm": lambda x, w: F.layer_norm(x, w[0], w[1]),
     "gelu": lambda x, w: F.gelu(x),
+    "gelu_exact": lambda x, w: F.gelu_exact(x),
+    "erf": lambda x, w: F.erf(x),
     "embedding": lambda x, w: F.embedding(IDS, w),
     "dropout": lambda x, w: F.dropout(x, p=0.5),
     "where": lambda x, w: F.where(x > 0, x, w[:3]),

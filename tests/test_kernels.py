@@ -13,6 +13,7 @@ Tests marked nojit use tiny shapes; tests/test_kernels_nojit.py reruns them with
 Speed is never asserted here: benchmarks/ measures it.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -92,6 +93,37 @@ def test_gelu_kernel_matches_twin(n, dtype):
     g = randn(rng, n, dtype)
     assert_all_close([gelu.gelu_forward_numba(x)], [gelu.gelu_forward_reference(x)], dtype, "gelu forward")
     assert_all_close([gelu.gelu_backward_numba(g, x)], [gelu.gelu_backward_reference(g, x)], dtype, "gelu backward")
+
+
+@nojit
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 301])
+def test_gelu_exact_kernel_matches_twin(n, dtype):
+    rng = np.random.default_rng(2)
+    x = randn(rng, n, dtype, 4.0)  # reaches erf's +-1 clamp at |x / sqrt 2| > 3.83
+    if n > 4:
+        x[:4] = (-30.0, 30.0, -14.0, 1e30)  # exp(-x^2 / 2) underflows: phi is 0 in the backward, not nan
+    g = randn(rng, n, dtype)
+    with np.errstate(over="ignore"):  # under NUMBA_DISABLE_JIT, x^2 of 1e30 overflows to inf in NumPy scalars
+        assert_all_close([gelu.gelu_exact_forward_numba(x)], [gelu.gelu_exact_forward_reference(x)], dtype,
+                         "gelu_exact forward")
+        assert_all_close([gelu.gelu_exact_backward_numba(g, x)], [gelu.gelu_exact_backward_reference(g, x)], dtype,
+                         "gelu_exact backward")
+
+
+@nojit
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_exact_kernel_matches_erf_formula_written_here(dtype):
+    """y = 0.5 x (1 + erf(x / sqrt 2)) and dy/dx = Phi(x) + x exp(-x^2/2) / sqrt(2 pi), per element in float64
+    with math.erf: an oracle independent of the twin (which the kernel is also compared with above)."""
+    x = np.array([-9.0, -3.1, -1.0, -0.37, -1e-6, 0.0, 2e-5, 0.5, 1.3, 2.7, 4.2, 8.0], dtype=dtype)
+    x64 = x.astype(np.float64)
+    y_want = np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x64])
+    d_want = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+                       for v in x64])
+    close = dict(rtol=1e-6, atol=2e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(gelu.gelu_exact_forward_numba(x), y_want, **close)
+    np.testing.assert_allclose(gelu.gelu_exact_backward_numba(np.ones_like(x), x), d_want, **close)
 
 
 @nojit
@@ -322,6 +354,13 @@ def _tanh_all(x):
     return out
 
 
+def _erf_all(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = _math.erf(x[i], x)
+    return out
+
+
 def _exp_all(x):
     out = np.empty_like(x)
     for i in range(x.shape[0]):
@@ -336,6 +375,7 @@ def _tanh_and_one(u, like):
 # Not tinyft's cached njit: a cached wrapper would keep _math's old formulas after _math.py changes.
 tanh_all = numba.njit(fastmath=set(_backend.FASTMATH))(_tanh_all)
 exp_all = numba.njit(fastmath=set(_backend.FASTMATH))(_exp_all)
+erf_all = numba.njit(fastmath=set(_backend.FASTMATH))(_erf_all)
 tanh_and_one = numba.njit(fastmath=set(_backend.FASTMATH))(_tanh_and_one)
 
 
@@ -360,6 +400,25 @@ def test_tanh_float32_within_a_few_ulps_and_float64_is_libm():
             tanh_and_one(dtype(0.5), np.zeros(1, dtype))
         assert {sig.return_type for sig in tanh_and_one.nopython_signatures} == {
             numba.types.UniTuple(numba.float32, 2), numba.types.UniTuple(numba.float64, 2)}
+
+
+@nojit
+def test_erf_float32_within_its_stated_error_and_float64_is_libm():
+    F32 = np.float32
+    edges = [_math.ERF_ONE, F32(0.0), F32(1e-30)]
+    edges += [np.nextafter(e, F32(0.0)) for e in edges] + [np.nextafter(e, F32(20.0)) for e in edges]
+    n = 2_401 if numba.config.DISABLE_JIT else 240_001
+    x = np.concatenate([np.linspace(-6, 6, n, dtype=F32), edges, np.negative(edges)]).astype(F32)
+    got = erf_all(x)
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert got.dtype == F32
+    assert np.max(np.abs(got - want)) < 3.6e-7  # the bound _math.py states
+    ulp = 2.0 ** (np.floor(np.log2(np.maximum(np.abs(want), 1e-38))) - 23)  # float32 ulp at the exact value
+    assert np.max(np.abs(got - want) / ulp) <= 6
+    ones = np.abs(x) >= _math.ERF_ONE
+    assert np.array_equal(got[ones], np.sign(x[ones])) and np.all(np.abs(got) <= 1)
+    x64 = np.linspace(-7, 7, 2001)
+    np.testing.assert_allclose(erf_all(x64), [math.erf(v) for v in x64], rtol=1e-15, atol=1e-16)
 
 
 @nojit
@@ -398,6 +457,7 @@ def test_fused_functions_pass_gradcheck(backend):
         assert gradcheck(lambda x, w, b: F.layer_norm(x, w, b), [x, w, b])
         assert gradcheck(lambda x, w: F.layer_norm(x, w), [x, w])
         assert gradcheck(F.gelu, [leaf(rng, 3, 4, scale=3.0)])
+        assert gradcheck(F.gelu_exact, [leaf(rng, 3, 4, scale=3.0)])
         assert gradcheck(lambda x, W, bias: F.linear(x, W, bias), [x, W, bias])
         assert gradcheck(lambda x, W: F.linear(x, W), [x, W])
         assert gradcheck(lambda x: F.cross_entropy(x, targets, ignore_index=-1), [x])
@@ -442,6 +502,7 @@ FUSED_VS_COMPOSED = {
     "linear_no_bias": (lambda x, w: F.linear(x, w), lambda x, w: F.linear_composed(x, w), [(2, 5), (3, 5)]),
     "layer_norm": (F.layer_norm, F.layer_norm_composed, [(3, 4, 7), (7,), (7,)]),
     "gelu": (F.gelu, F.gelu_composed, [(3, 4, 7)]),
+    "gelu_exact": (F.gelu_exact, F.gelu_exact_composed, [(3, 4, 7)]),
     "cross_entropy": (lambda x: F.cross_entropy(x, TARGETS, ignore_index=-1),
                       lambda x: F.cross_entropy_composed(x, TARGETS, ignore_index=-1), [(3, 4, 7)]),
     "embedding": (lambda w: F.embedding(TARGETS + 1, w), lambda w: F.embedding_composed(TARGETS + 1, w), [(8, 3)]),
@@ -484,6 +545,8 @@ def test_fused_ops_keep_errors_and_other_dtypes():
         F.embedding(np.array([5]), Tensor(np.ones((3, 2))))
     x16 = Tensor(np.linspace(-2, 2, 6).astype(np.float16))  # not a kernel dtype: the composed path serves it
     np.testing.assert_allclose(F.gelu(x16).data, F.gelu_composed(x16).data)
+    np.testing.assert_allclose(F.gelu_exact(x16).data, F.gelu_exact_composed(x16).data)
+    assert F.gelu_exact(x16).dtype == np.float16
     mixed = F.layer_norm(Tensor(np.ones((2, 3), np.float32)), Tensor(np.ones(3)), Tensor(np.zeros(3)))
     assert mixed.dtype == np.float64  # float32 x with float64 weight promotes, as the composed version does
 

@@ -342,7 +342,11 @@ def numpy_gelu(x):
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def numpy_block(x, sd, n_head):
+def numpy_gelu_exact(x):
+    return np.vectorize(lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))))(x)
+
+
+def numpy_block(x, sd, n_head, gelu=numpy_gelu):
     """A pre-LN transformer block from the formulas, sharing nothing with tinyft but the weights."""
     B, T, C = x.shape
     hd = C // n_head
@@ -360,19 +364,20 @@ def numpy_block(x, sd, n_head):
             out[b, :, cols] = weights @ v[b, :, cols]
     x = x + out @ sd["attn.c_proj.weight"].T + sd["attn.c_proj.bias"]
     h = numpy_layer_norm(x, sd["ln_2.weight"], sd["ln_2.bias"])
-    h = numpy_gelu(h @ sd["mlp.c_fc.weight"].T + sd["mlp.c_fc.bias"])
+    h = gelu(h @ sd["mlp.c_fc.weight"].T + sd["mlp.c_fc.bias"])
     return x + h @ sd["mlp.c_proj.weight"].T + sd["mlp.c_proj.bias"]
 
 
-def test_block_forward_equals_plain_numpy_forward():
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_block_forward_equals_plain_numpy_forward(gelu):
     tinyft.manual_seed(0)
-    cfg = GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=3, n_embd=12)
+    cfg = GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=3, n_embd=12, gelu=gelu)
     block = Block(cfg).to(np.float64)
     rng = np.random.default_rng(1)
     for p in block.parameters():
         p.data[...] = rng.normal(0, 0.5, p.shape)  # non-trivial LN scales and biases too
     x = rng.normal(size=(2, 7, 12))
-    expected = numpy_block(x, block.state_dict(), cfg.n_head)
+    expected = numpy_block(x, block.state_dict(), cfg.n_head, numpy_gelu if gelu == "tanh" else numpy_gelu_exact)
     np.testing.assert_allclose(block(Tensor(x)).data, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -512,7 +517,8 @@ def test_generate_rejects_bad_arguments(kwargs, match):
 
 
 @pytest.mark.parametrize("field, value", [("vocab_size", 0), ("block_size", -1), ("n_layer", 1.5),
-                                          ("n_head", 0), ("n_embd", True), ("dropout", 1.0), ("bias", "yes")])
+                                          ("n_head", 0), ("n_embd", True), ("dropout", 1.0), ("bias", "yes"),
+                                          ("gelu", "erf"), ("gelu", None), ("gelu", True)])
 def test_gpt_config_rejects_bad_field_naming_it(field, value):
     with pytest.raises(ValueError, match=field):
         GPTConfig(**{**TINY, field: value})
@@ -527,6 +533,31 @@ def test_gpt_config_requires_n_embd_divisible_by_n_head_and_round_trips_dict():
         GPTConfig.from_dict({**TINY, "n_positions": 3})
     with pytest.raises(ValueError, match="n_embd"):
         GPTConfig.from_dict({k: v for k, v in TINY.items() if k != "n_embd"})
+
+
+def test_gpt_config_gelu_defaults_to_tanh_round_trips_and_older_dicts_load_as_tanh():
+    assert GPTConfig(**TINY).gelu == "tanh"
+    exact = GPTConfig(**TINY, gelu="exact")
+    assert exact.to_dict()["gelu"] == "exact" and GPTConfig.from_dict(exact.to_dict()) == exact
+    older = {k: v for k, v in exact.to_dict().items() if k != "gelu"}  # saved before the field existed
+    assert GPTConfig.from_dict(older).gelu == "tanh"
+    with pytest.raises(ValueError, match="gelu must be one of 'tanh', 'exact'"):
+        GPTConfig(**TINY, gelu="none")
+
+
+def test_mlp_uses_the_gelu_its_config_names():
+    tinyft.manual_seed(0)
+    x = Tensor(np.random.default_rng(0).normal(size=(2, 3, 8)))
+    outputs = {}
+    for kind in ("tanh", "exact"):
+        tinyft.manual_seed(0)  # the same weights for both
+        mlp = MLP(GPTConfig(**TINY, gelu=kind)).to(np.float64)
+        mlp.c_fc.weight.data *= 50  # pre-activations of order 1, where the two GELUs differ (by up to 4.7e-4)
+        h = x.data @ mlp.c_fc.weight.data.T + mlp.c_fc.bias.data
+        act = numpy_gelu(h) if kind == "tanh" else numpy_gelu_exact(h)
+        np.testing.assert_allclose(mlp(x).data, act @ mlp.c_proj.weight.data.T + mlp.c_proj.bias.data, rtol=1e-10)
+        outputs[kind] = mlp(x).data
+    assert np.abs(outputs["tanh"] - outputs["exact"]).max() > 1e-6
 
 
 def test_layers_wrap_functional_ops_with_torch_shapes():

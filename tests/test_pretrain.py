@@ -116,3 +116,14 @@ def test_resume_auto_trains_once_then_returns_the_finished_run(tmp_path):
     assert again.wall_s == first.wall_s  # no step ran the second time: training time came from the checkpoint
     for name, array in first.model.state_dict().items():
         np.testing.assert_array_equal(array, again.model.state_dict()[name])
+
+
+def test_gelu_setting_reaches_the_model_and_its_checkpoint_and_resume_refuses_another(tmp_path):
+    result = pretrain(tiny_config(tmp_path, steps=2, gelu="exact"), progress=False, log=quiet)
+    assert result.model.config.gelu == "exact"
+    assert checkpoint.load(result.checkpoint).config["gelu"] == "exact"
+    assert checkpoint.load_model(result.checkpoint).config.gelu == "exact"
+    with pytest.raises(ValueError, match="gelu"):
+        pretrain(tiny_config(tmp_path, steps=4, gelu="tanh"), resume=True, progress=False, log=quiet)
+    with pytest.raises(ValueError, match="gelu must be one of 'tanh', 'exact'"):
+        tiny_config(tmp_path, gelu="erf").validate()

@@ -5,15 +5,17 @@ Map of this file:
   softmax, log_softmax        stable: subtract the row maximum before exp
   cross_entropy               mean negative log-likelihood over counted positions (ignore_index)
   layer_norm, gelu            normalisation and GPT-2's tanh-approximated GELU
+  erf, gelu_exact             the error function and the exact GELU x Phi(x) (nanoGPT's nn.GELU())
   embedding, dropout          row lookup (scatter-add gradient), seeded inverted dropout
   where, masked_fill          choose elementwise between two tensors
   attention                   causal scaled dot-product attention over (B, H, T, hd)
-Two versions of the hot ops. `linear_composed, layer_norm_composed, gelu_composed, cross_entropy_composed,
-embedding_composed, attention_composed` are built from engine ops: read them, they are the spec. The public
-names `linear, layer_norm, gelu, cross_entropy, embedding, attention` (same signatures, same errors) apply
+Two versions of the hot ops. `linear_composed, layer_norm_composed, gelu_composed, gelu_exact_composed,
+cross_entropy_composed, embedding_composed, attention_composed` are built from engine ops: read them, they are
+the spec. The public names `linear, layer_norm, gelu, gelu_exact, cross_entropy, embedding, attention` apply
 one fused Function each (section "fused ops" at the end), whose forward and backward call tinyft/kernels/:
 the Numba kernels, or their NumPy twins under tinyft.kernels.use("numpy"). tests/test_kernels.py checks
-that every fused op equals its composed spec. softmax, log_softmax, where, masked_fill, dropout stay composed.
+that every fused op equals its composed spec. softmax, log_softmax, erf, where, masked_fill, dropout stay
+composed (erf is one small Function of its own: the engine has no erf).
 """
 
 import math
@@ -111,6 +113,40 @@ GELU_C = math.sqrt(2.0 / math.pi)
 def gelu_composed(x):
     """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     return 0.5 * x * (1.0 + (GELU_C * (x + 0.044715 * x * x * x)).tanh())
+
+
+class Erf(Function):
+    """erf(x) = 2/sqrt(pi) * integral from 0 to x of exp(-t^2) dt, elementwise.
+
+    forward: math.erf on each element (NumPy has no erf), in float64, returned in x's dtype.
+    backward: d erf(x) / dx = 2/sqrt(pi) exp(-x^2), the integrand at x.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.asarray(_erf_each(x.astype(np.float64)), dtype=np.float64).astype(x.dtype)  # 0-d safe
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return g * (2.0 / math.sqrt(math.pi)) * np.exp(-x * x)
+
+
+_erf_each = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x):
+    """The error function, elementwise (float dtypes; the gradient is 2/sqrt(pi) exp(-x^2))."""
+    x = _tensor(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"erf: x must hold floats, got dtype {x.dtype}")
+    return Erf.apply(x)
+
+
+def gelu_exact_composed(x):
+    """GELU, exact (torch.nn.GELU(), nanoGPT's MLP): x Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))."""
+    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
 
 
 # --- lookup and regularisation ------------------------------------------------------------------------
@@ -317,9 +353,36 @@ class GeluFunction(Function):
 
 
 def gelu(x):
-    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Fused: GeluFunction."""
+    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Fused: GeluFunction.
+
+    For the exact x Phi(x) (PyTorch's default nn.GELU(), nanoGPT's MLP) call gelu_exact.
+    """
     x = _tensor(x)
     return GeluFunction.apply(x) if _fused_dtype(x) is not None else gelu_composed(x)
+
+
+class GeluExactFunction(Function):
+    """The exact GELU x Phi(x), elementwise; kernels/gelu.py (saves x, recomputes erf in the backward)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x1 = _c(x.reshape(-1), x.dtype)  # (n,)
+        ctx.save_for_backward(x1)
+        return kernels.gelu.gelu_exact_forward(x1).reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x1,) = ctx.saved
+        return kernels.gelu.gelu_exact_backward(_c(g.reshape(-1), x1.dtype), x1).reshape(g.shape)
+
+
+def gelu_exact(x):
+    """GELU, exact: x Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), as torch.nn.GELU(). Fused: GeluExactFunction.
+
+    It differs from the tanh approximation (gelu) by at most 4.7e-4, near |x| = 2.7 (docs/transformer.md).
+    """
+    x = _tensor(x)
+    return GeluExactFunction.apply(x) if _fused_dtype(x) is not None else gelu_exact_composed(x)
 
 
 class CrossEntropyFunction(Function):

@@ -387,6 +387,9 @@ class Dropout(Module):
 # ----------------------------------------------------------------------------------------------------
 
 
+GELU_KINDS = ("tanh", "exact")  # GPTConfig.gelu: F.gelu (GPT-2's tanh approximation) or F.gelu_exact (x Phi(x))
+
+
 @dataclasses.dataclass
 class GPTConfig:
     """The sizes of a GPT, with nanoGPT's names. Checked on creation: a bad field raises ValueError naming it."""
@@ -398,6 +401,7 @@ class GPTConfig:
     n_embd: int  # C: the width of the residual stream; must be divisible by n_head
     dropout: float = 0.0  # dropout probability (embeddings, attention output, MLP output)
     bias: bool = True  # biases in Linear layers and LayerNorms (False: weights only)
+    gelu: str = "tanh"  # the MLP's GELU: "tanh" (GPT-2's approximation) or "exact" (x Phi(x), nanoGPT's nn.GELU())
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -415,6 +419,9 @@ class GPTConfig:
         if not isinstance(self.bias, (bool, np.bool_)):
             raise ValueError(f"GPTConfig: bias must be True or False, got {self.bias!r}")
         self.bias = bool(self.bias)
+        if self.gelu not in GELU_KINDS:
+            raise ValueError(f"GPTConfig: gelu must be one of {', '.join(map(repr, GELU_KINDS))} (\"tanh\": GPT-2's "
+                             f"approximation; \"exact\": x Phi(x) as nanoGPT's nn.GELU()), got {self.gelu!r}")
 
     def to_dict(self):
         """Plain JSON-ready dict (checkpoints store it)."""
@@ -422,7 +429,9 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d):
-        """Rebuild from to_dict()'s output; unknown or missing fields raise ValueError naming them."""
+        """Rebuild from to_dict()'s output; unknown or missing fields raise ValueError naming them.
+
+        A dict saved before a field existed gets its default (gelu: "tanh", what every older model used)."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
@@ -434,17 +443,18 @@ class GPTConfig:
 
 
 class MLP(Module):
-    """Position-wise feed-forward: widen to 4C, GELU (tanh), project back to C, dropout."""
+    """Position-wise feed-forward: widen to 4C, GELU (config.gelu: "tanh" or "exact"), project back to C, dropout."""
 
     def __init__(self, config):
         super().__init__()
         C = config.n_embd
+        self.gelu = F.gelu_exact if config.gelu == "exact" else F.gelu
         self.c_fc = Linear(C, 4 * C, bias=config.bias)
         self.c_proj = Linear(4 * C, C, bias=config.bias, std=0.02 / math.sqrt(2 * config.n_layer))  # residual
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x):  # (B, T, C)
-        h = F.gelu(self.c_fc(x))  # (B, T, 4C)
+        h = self.gelu(self.c_fc(x))  # (B, T, 4C)
         return self.dropout(self.c_proj(h))  # (B, T, C)
 
 

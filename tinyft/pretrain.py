@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, data, optim
 from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
-from .nn import GPT, GPTConfig
+from .nn import GELU_KINDS, GPT, GPTConfig
 from .tokenizers import BPETokenizer, CharTokenizer, tokenizer_from_dict
 
 CHECKPOINT_NAME = "ckpt.npz"
@@ -42,6 +42,7 @@ class PretrainConfig:
     n_embd: int = 128
     block_size: int = 128
     dropout: float = 0.0
+    gelu: str = "tanh"  # the MLP's GELU: "tanh" (GPT-2's) or "exact" (nanoGPT's nn.GELU(); for export to nanoGPT)
     batch_size: int = 16
     lr: float = 2e-3
     min_lr: float = 2e-4
@@ -65,6 +66,8 @@ class PretrainConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.gelu not in GELU_KINDS:
+            raise ValueError(f"gelu must be one of {', '.join(map(repr, GELU_KINDS))}, got {self.gelu!r}")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
         if self.warmup_steps > self.steps:
@@ -229,7 +232,7 @@ def _resume_state(config, ckpt_path, resume):
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
     state = checkpoint.load(ckpt_path)
     saved = state.meta.get("pretrain_config", {})
-    for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "seed"):
+    for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "gelu", "seed"):
         if key in saved and saved[key] != getattr(config, key):
             raise ValueError(f"--resume: the checkpoint was trained with {key}={saved[key]!r} but this run asks "
                              f"for {getattr(config, key)!r}; use the same settings or a new --out")
@@ -256,8 +259,9 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     manual_seed(config.seed)
     prepared = prepare_data(config, tokenizer_from_dict(state.meta["tokenizer"]) if state else None)
     tokenizer = prepared["tokenizer"]
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
-                          n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout))
+    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
+                             n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, gelu=config.gelu)
+    model = GPT(model_config)
     optimizer = optim.AdamW(optim.param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
                             betas=(0.9, 0.95))
     batch_rng = np.random.default_rng(config.seed)  # draws the training windows
