@@ -72,7 +72,7 @@ def test_snapshot_folder_ships_the_psf_license_and_every_file_is_package_data():
     assert MANIFEST["file"] in notice and "PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2" in notice
     assert notice.endswith(data.load_snapshot()["license"])  # the license text, unchanged, after the preamble
     config = configparser.ConfigParser()
-    config.read(pathlib.Path(data.__file__).parent.parent / "setup.cfg")
+    config.read(pathlib.Path(__file__).resolve().parent.parent / "setup.cfg")  # the repository's
     patterns = [p.strip() for p in config["options.package_data"]["tinyft"].split(",")]
     for path in SNAPSHOT_DIR.iterdir():  # pip install . must install each of them
         assert any(fnmatch.fnmatch(f"corpus_snapshot/{path.name}", p) for p in patterns), path.name
