@@ -238,7 +238,7 @@ modules, the source code of {n_sources} standard-library modules, and Python's L
 That text is copyright the Python Software Foundation (the copyright lines are in the license
 below) and is used under the PSF License Agreement reproduced below: Python's own LICENSE file,
 unchanged, as {implementation} {python} ships it.
-tinyft's own code is under the MIT license (see setup.cfg); this notice covers only the copied text.
+tinyft's own code is under the MIT license (its package metadata); this notice covers only the copied text.
 
 """
 
