@@ -14,7 +14,6 @@ with every target before the answer set to -1, so the loss counts the answer tok
 """
 
 import ast
-import importlib.util
 import re
 import warnings
 
@@ -130,39 +129,30 @@ def _source_parts(source):
     return docstrings, comments, "\n".join(code)
 
 
-def _kind_pool():
+def _kind_pool(live=False):
     """{"in": {class: [(group, passage)]}, "shifted": {...}}: every passage the "kind" task can use.
 
-    Sources: prose = the 79 language-reference topics of pydoc_data.topics (group = topic key);
-    docstring / source / comment = the source files of data.BROAD_DOC_MODULES minus data.HELD_OUT_MODULES
-    (group = module). Groups at sorted positions 4, 9, 14, ... go to "shifted" (shorter passages).
+    Sources, from data.python_text(live) (the frozen snapshot unless live=True): prose = the 79
+    language-reference topics of pydoc_data.topics (group = topic key); docstring / source / comment = the
+    source files of data.BROAD_DOC_MODULES minus data.HELD_OUT_MODULES (group = module). Groups at sorted
+    positions 4, 9, 14, ... go to "shifted" (shorter passages).
     Passage boundaries use a fixed seed, so the pool is the same for every task seed; a text that occurs
     twice (e.g. a licence header) is kept once.
     """
-    if "kind" in _CACHE:
-        return _CACHE["kind"]
-    from pydoc_data.topics import topics
+    key = "kind-live" if live else "kind"
+    if key in _CACHE:
+        return _CACHE[key]
+    texts = data.python_text(live)
+    topics, sources = texts["topics"], texts["sources"]
 
     documents = {c: [] for c in KIND_CLASSES}  # class -> [(group, text)]
-    for key in sorted(topics):
-        documents["prose"].append((key, topics[key]))
+    for topic in sorted(topics):
+        documents["prose"].append((topic, topics[topic]))
     modules = []
     for name in sorted(set(data.BROAD_DOC_MODULES) - set(data.HELD_OUT_MODULES)):
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
+        if name not in sources:  # no .py file on the Python the text came from
             continue
-        path = getattr(spec, "origin", None) or ""
-        if not path.endswith(".py"):  # frozen modules (abc, os, ...) have a __file__ only once imported
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. DeprecationWarning on import
-                module = importlib.import_module(name)
-            path = getattr(module, "__file__", None) or ""
-        if not path.endswith(".py"):
-            continue
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
-        docstrings, comments, code = _source_parts(source)
+        docstrings, comments, code = _source_parts(sources[name])
         modules.append(name)
         documents["docstring"] += [(name, d) for d in docstrings]
         documents["comment"] += [(name, c) for c in comments]
@@ -181,20 +171,22 @@ def _kind_pool():
                     seen.add(passage)
                     pool[part][c].append((group, passage))
     pool["shifted_groups"] = sorted(shifted_groups)
-    _CACHE["kind"] = pool
+    _CACHE[key] = pool
     return pool
 
 
-def _describe_pairs():
+def _describe_pairs(live=False):
     """(kept pairs, leaked pairs) of data.held_out_docs(): a pair is leaked when its answer occurs verbatim
-    in data.broad_corpus() (the pretraining text); leaked pairs are removed from the task."""
-    if "describe" not in _CACHE:
-        broad = data.broad_corpus()
+    in data.broad_corpus() (the pretraining text); leaked pairs are removed from the task. Both come from
+    the frozen snapshot unless live=True."""
+    key = "describe-live" if live else "describe"
+    if key not in _CACHE:
+        broad = data.broad_corpus(live)
         kept, leaked = [], []
-        for name, answer in data.held_out_docs():
+        for name, answer in data.held_out_docs(live):
             (leaked if answer in broad else kept).append((name, answer))
-        _CACHE["describe"] = (kept, leaked)
-    return _CACHE["describe"]
+        _CACHE[key] = (kept, leaked)
+    return _CACHE[key]
 
 
 def _is_order_passage(passage):
