@@ -127,3 +127,20 @@ def test_gelu_setting_reaches_the_model_and_its_checkpoint_and_resume_refuses_an
         pretrain(tiny_config(tmp_path, steps=4, gelu="tanh"), resume=True, progress=False, log=quiet)
     with pytest.raises(ValueError, match="gelu must be one of 'tanh', 'exact'"):
         tiny_config(tmp_path, gelu="erf").validate()
+
+
+def test_a_finished_run_read_back_is_not_rewritten(tmp_path):
+    """resume="auto" on a finished run (the course models' cache) reads the checkpoint and writes nothing."""
+    import os
+
+    from tinyft.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=2, steps=3, warmup_steps=1,
+                            eval_every=3, eval_batches=1, checkpoint_every=100, sample_tokens=5, out=str(tmp_path))
+    first = pretrain(config, progress=False, log=lambda *a: None)
+    ckpt = tmp_path / "ckpt.npz"
+    before = (ckpt.stat().st_mtime_ns, ckpt.read_bytes())
+    os.utime(ckpt, ns=(1, 1))
+    again = pretrain(config, resume="auto", progress=False, log=lambda *a: None)
+    assert ckpt.stat().st_mtime_ns == 1 and ckpt.read_bytes() == before[1]
+    assert again.steps == first.steps == 3

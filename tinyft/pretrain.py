@@ -322,7 +322,8 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
         interrupted = True
     finally:
         bar.close()
-    save(step)  # the last checkpoint: at the end, or where Ctrl-C stopped us
+    if step > start_step:  # a finished run read back (resume="auto", a cache) trained nothing: not rewritten
+        save(step)  # the last checkpoint: at the end, or where Ctrl-C stopped us
     if interrupted:
         log(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
 
