@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tinyft import data, tasks
+from tinyft import data, passages, tasks
 
 SNAPSHOT_DIR = pathlib.Path(data.__file__).parent / "corpus_snapshot"
 MANIFEST = json.loads((SNAPSHOT_DIR / "manifest.json").read_text(encoding="utf-8"))
@@ -168,25 +168,25 @@ def test_default_texts_are_the_committed_ones_on_every_python():
     for name in data.DOMAINS:
         assert sha(data.domain_corpus(name)) == COMMITTED_SHA256[name], name
     assert sha_json(data.held_out_docs()) == COMMITTED_SHA256["held_out_docs"]
-    assert sha_json(tasks._kind_pool()) == COMMITTED_SHA256["kind_pool"]
-    assert sha_json(tasks._describe_pairs()) == COMMITTED_SHA256["describe_pairs"]
+    assert sha_json(passages.kind_pool()) == COMMITTED_SHA256["kind_pool"]
+    assert sha_json(passages.describe_pairs()) == COMMITTED_SHA256["describe_pairs"]
 
 
 def test_corpora_and_task_pools_read_the_snapshot_not_the_interpreter(monkeypatch):
     expected = {"broad": data.broad_corpus(), "code": data.domain_corpus("stdlib_code"),
-                "held_out": data.held_out_docs(), "kind": tasks._kind_pool()}
+                "held_out": data.held_out_docs(), "kind": passages.kind_pool()}
 
     def no_interpreter(*args, **kwargs):
         raise AssertionError("the default build read the running interpreter")
 
     monkeypatch.setattr(data, "_CACHE", {})
-    monkeypatch.setattr(tasks, "_CACHE", {})
+    monkeypatch.setattr(passages, "_CACHE", {})
     for name in ("_live_python_text", "_import_quietly", "_documented_objects", "_source_file_text"):
         monkeypatch.setattr(data, name, no_interpreter)
     assert data.broad_corpus() == expected["broad"]
     assert data.domain_corpus("stdlib_code") == expected["code"]
     assert data.held_out_docs() == expected["held_out"]
-    assert tasks._kind_pool() == expected["kind"]
+    assert passages.kind_pool() == expected["kind"]
     with pytest.raises(AssertionError, match="interpreter"):
         data.broad_corpus(live=True)  # the live build is the one that reads it
 
@@ -206,5 +206,5 @@ def test_snapshot_is_byte_identical_to_the_live_build_on_its_own_python():
     for name in data.DOMAINS:
         assert data.domain_corpus(name, live=True) == data.domain_corpus(name), name
     assert data.held_out_docs(live=True) == data.held_out_docs()
-    assert tasks._kind_pool(live=True) == tasks._kind_pool()
-    assert tasks._describe_pairs(live=True) == tasks._describe_pairs()
+    assert passages.kind_pool(live=True) == passages.kind_pool()
+    assert passages.describe_pairs(live=True) == passages.describe_pairs()
