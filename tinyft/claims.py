@@ -5,7 +5,8 @@ Map of this file:
   2. The bench  Bench: one pretrained base, its held-out source text cut into a half for choosing and a
                 half for reporting, tasks built once, fine-tuning runs remembered so claims share them
   3. Claims     claim_c1 ... claim_c11: each runs its experiment per seed and returns table rows
-  4. Running    CLAIMS (id -> claim, function), run_claims(ids, settings), format_claims(rows)
+  4. Running    CLAIMS (id -> claim, function), run_claims(ids, settings), format_claims(rows) and
+                format_claims_markdown(rows) (the table of docs/claims.md)
 A row: {"id", "claim", "metric", "value", "ci95": [lo, hi], "seeds", "verdict", "detail"}. Every verdict
 comes from experiments.verdict on an interval over seeds (paired when two methods share the seeds); every
 choice (a learning rate, a mitigation's strength, WiSE-FT's alpha) is made on a validation split with a
@@ -544,4 +545,16 @@ def format_claims(rows):
         interval = "" if lo is None else f"[{lo:+.4f}, {hi:+.4f}]"
         lines.append(f"{r['id']:<4} {r['claim'][:58]:<58} {r['value']:>+9.4f} {interval:>22} {r['seeds']:>5}  {r['verdict']}")
         lines.append(f"{'':<4}   metric: {r['metric']}" + (f"; {r['detail']}" if r.get("detail") else ""))
+    return "\n".join(lines)
+
+
+def format_claims_markdown(rows):
+    """The claims table as Markdown (docs/claims.md is pasted from `python -m tinyft claims --markdown`)."""
+    lines = ["| id | claim | metric | value | 95% interval | seeds | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        interval = "(one seed)" if lo is None else f"[{lo:+.4f}, {hi:+.4f}]"
+        metric = r["metric"] + (f"; {r['detail']}" if r.get("detail") else "")
+        lines.append(f"| {r['id']} | {r['claim']} | {metric} | {r['value']:+.4f} | {interval} | {r['seeds']} | "
+                     f"**{r['verdict']}** |")
     return "\n".join(lines)

@@ -313,6 +313,8 @@ def add_claims_arguments(parser):
                         help="tiny settings: the 'tiny' base model and 30-step runs; C1 and C3 take a few minutes")
     parser.add_argument("--out", default="runs/claims",
                         help="folder for claims.json, written after each claim; rerun to resume (default: %(default)s)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the table as Markdown instead (the table of docs/claims.md)")
     parser.add_argument("--json", action="store_true", help="print the claims as one JSON line last")
 
 
@@ -327,7 +329,7 @@ def run_claims_cli(args):
     if os.path.isfile(args.out):
         raise ValueError(f"--out {args.out!r} is a file; pass a folder for claims.json")
     rows = claims.run_claims(ids, settings, out=args.out, log=lambda *a: print(*a, file=sys.stderr))
-    print(claims.format_claims(rows))
+    print(claims.format_claims_markdown(rows) if args.markdown else claims.format_claims(rows))
     print(f"written: {os.path.join(args.out, claims.CLAIMS_JSON)}")
     if args.json:
         keys = ("id", "claim", "metric", "value", "ci95", "seeds", "verdict")
