@@ -541,7 +541,8 @@ def build_parser():
         description="Pretrain a GPT on the offline default corpus (Python's language reference and standard "
                     "library docstrings) or your own text: AdamW with warmup and cosine decay, gradient "
                     "clipping, evaluation on a validation split, and checkpoints in --out (also on Ctrl-C; "
-                    "continue with --resume). The defaults finish in a few minutes on a 2-core laptop.")
+                    "continue with --resume). The defaults finish in a few minutes on a 2-core laptop. "
+                    "--init-from CKPT continues pretraining a checkpoint on your --corpus (domain adaptation).")
     add_pretrain_arguments(pretrain)
     pretrain.set_defaults(run=run_pretrain_cli)
 
