@@ -11,7 +11,8 @@ Map of this file:
       for reading, and measured slower than BLAS + fused softmax (docs/kernels.md), so not dispatched
   attention_forward / attention_backward               dispatch on tinyft.kernels.current()
 Why the split: BLAS runs the products at ~110 GFLOP/s per thread even at (128, 32) @ (32, 128), the hand
-loops at 4-7 (benchmarks/bench_overheads.py); NumPy, for its part, needs five or six full (B, H, T, T) passes for mask + softmax, Numba one.
+loops at 4-7 (benchmarks/bench_overheads.py); NumPy, for its part, needs five or six full (B, H, T, T)
+passes for mask + softmax, Numba one.
 What the backward needs: the row's probabilities. Either the forward keeps them (probs, T x T per head)
 or only the row's log-sum-exp lse_i = m + log sum_j exp(s_j - m), from which the backward recomputes
 p_ij = exp(s_ij - lse_i) (flash-attention's choice). `SAVE_PROBS` holds the measured winner for our

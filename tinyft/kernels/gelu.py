@@ -9,7 +9,8 @@ kernel reads x once, keeps every intermediate in registers and writes y once. On
 math.tanh is a scalar libm call (~15 ns each, benchmarks/bench_overheads.py), so the kernels call
 _math.tanh: for float32 a rational approximation that LLVM vectorizes (error <= 4.9 float32 ulp,
 docs/kernels.md), for float64 libm's tanh. The constants are cast to x's dtype (_math.as_type) so
-float32 data is computed in float32: 16 numbers per AVX-512 vector instead of 8 (measured, 2048 x 512 forward: 0.97 -> 0.55 ms, docs/kernels.md).
+float32 data is computed in float32: 16 numbers per AVX-512 vector instead of 8 (measured, 2048 x 512
+forward: 0.97 -> 0.55 ms, docs/kernels.md).
 The backward recomputes t = tanh(u) from x instead of saving it (one array less to keep and read).
 """
 
