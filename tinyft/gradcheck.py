@@ -36,9 +36,12 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=200, seed
         raise ValueError("gradcheck: no input has requires_grad=True, so there is nothing to check")
     for i in checked:
         if inputs[i].dtype != np.float64:
+            digits_at_eps = max(0.0, -np.log10(np.finfo(np.float32).eps / eps))  # rounding error ~ u / eps
             raise TypeError(f"gradcheck: input {i} has dtype {inputs[i].dtype}; finite differences need float64. "
                             f"In float32 a difference quotient keeps about 5 significant digits at its best step and "
-                            f"about {max(0.0, -np.log10(np.finfo(np.float32).eps / eps)):.0f} at eps={eps:g} (rounding ~ u/eps), too few to tell a right gradient from a slightly wrong one. Convert with Tensor(x.astype(np.float64), requires_grad=True).")
+                            f"about {digits_at_eps:.0f} at eps={eps:g} (rounding ~ u/eps), too few to tell a right "
+                            f"gradient from a slightly wrong one. Convert with Tensor(x.astype(np.float64), "
+                            f"requires_grad=True).")
 
     rng = np.random.default_rng(seed)
 
