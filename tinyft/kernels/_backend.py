@@ -139,8 +139,8 @@ class use:
 #    next Numba kernel needs (attention fwd+bwd right after such a product: 8.4 ms instead of 4.4);
 #  * attention multiplies 64 small (128 x 32) matrices per product; OpenBLAS splits each between its two
 #    threads and gains nothing by itself (`python benchmarks/bench_overheads.py` measured 0.62/0.58 ms on
-#    BLAS's two threads, 0.65/0.59 on one, 0.66/0.66 as two halves on our threads: the split pays off only
-#    with the softmax kernels between the products, which run on the same tasks).
+#    BLAS's two threads, 0.65/0.59 on one, 0.66/0.66 as two halves on our threads): the first reason is the
+#    one that counts.
 # So the products run here, each task one single-threaded BLAS call. np.matmul and our kernels compiled
 # with nogil=True release the GIL, so the threads really run at once. Numba's prange cannot serve here:
 # calling BLAS inside Numba needs SciPy, which tinyft does not require.
