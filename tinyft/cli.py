@@ -21,7 +21,7 @@ import math
 import os
 import sys
 
-from . import checkpoint, claims, data
+from . import checkpoint, claims
 from .baselines import compare_costs, pretraining_cost, task_baselines
 from .checkpoint import CheckpointError
 from .demo import run_demo, run_engine_demo
@@ -87,10 +87,6 @@ def add_pretrain_arguments(parser):
 def run_pretrain_cli(args):
     """`python -m tinyft pretrain`: train, print a readable report; under --json the summary is the last line."""
     check_arguments("pretrain", args)
-    names = list(data.CORPORA) + list(data.DOWNLOADS)
-    if args.corpus not in names and not os.path.exists(args.corpus):
-        raise ValueError(f"--corpus {args.corpus!r}: no such file or folder, and not a corpus name; pass your own text "
-                         f"file or folder, or one of {', '.join(names)}")
     if args.n_embd % args.n_head:
         raise ValueError(f"--n-embd ({args.n_embd}) must be divisible by --n-head ({args.n_head})")
     if args.warmup_steps is not None and args.warmup_steps > args.steps:
@@ -164,9 +160,12 @@ def add_finetune_arguments(parser):
 
 def load_for_task(path, task_name, n_examples, seed, label_noise=0.0, imbalance=1.0):
     """(model, tokenizer, task, meta) from a pretrained checkpoint, with the task built on its tokenizer."""
-    ckpt = checkpoint.load(path)
+    try:
+        ckpt = checkpoint.load(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"--from: {err}") from None
     if not isinstance(ckpt.meta.get("tokenizer"), dict):
-        raise checkpoint.CheckpointError(f"{path!r} holds no tokenizer, so task text cannot be turned into its ids; "
+        raise checkpoint.CheckpointError(f"--from {path!r} holds no tokenizer, so task text cannot be turned into its ids; "
                                          "use a checkpoint written by `python -m tinyft pretrain`")
     tokenizer = tokenizer_from_dict(ckpt.meta["tokenizer"])
     model = load_finetuned(path) if "finetune" in ckpt.meta else checkpoint.load_model(path)
@@ -186,6 +185,9 @@ def run_finetune_cli(args):
     outputs = [os.path.join(args.out, FINETUNE_CHECKPOINT), os.path.join(args.out, FINETUNE_HISTORY)]
     checkpoint.check_output_folder(args.out, (FINETUNE_CHECKPOINT, FINETUNE_HISTORY))
     checkpoint.refuse_own_input(outputs, [(args.from_ckpt, "--from")])
+    if args.task not in ("kind", "order") and (args.label_noise != 0.0 or args.imbalance != 1.0):
+        raise ValueError(f"--label-noise and --imbalance apply to the classification tasks kind and order only, "
+                         f"not --task {args.task}")
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     config = FinetuneConfig(
         task=args.task, strategy=args.strategy, lr=args.lr, head_lr=args.head_lr, layer_decay=args.layer_decay,

@@ -89,20 +89,21 @@ def run_sweep(base_checkpoint, strategies=("full", "lora"), lrs=(1e-3, 1e-4), mi
                            l2sp_alpha=l2sp_alpha, wise_alphas=wise_alphas)
     eval_every = eval_every or max(1, steps // 4)
 
-    # --- once per sweep: the base model, the data, the measuring batches --------------------------------
-    ckpt = checkpoint.load(base_checkpoint)
-    tokenizer, source_train, source_val = source_data(ckpt)
-    block_size = checkpoint.load_model(base_checkpoint).config.block_size
-    the_task = _build_task(task, tokenizer, block_size, n_examples, seeds[0] if seeds else 0)
     task_name = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
-    T = getattr(the_task, "block_size", None) or block_size
     settings = {"base_checkpoint": os.path.abspath(base_checkpoint), "task": task_name, "steps": int(steps),
                 "batch_size": int(batch_size), "eval_every": int(eval_every), "replay_fraction": float(replay_fraction),
                 "ewc_lambda": float(ewc_lambda), "l2sp_alpha": float(l2sp_alpha), "source_batches": int(source_batches),
                 "source_batch_size": int(source_batch_size), "fisher_batches": int(fisher_batches),
                 "n_examples": int(n_examples), "lora_rank": int(lora_rank),
                 "wise_alphas": [float(a) for a in wise_alphas]}
-    rows = _saved_rows(out, settings)
+    rows = _saved_rows(out, settings)  # a runs.json of other settings is refused before anything is loaded
+
+    # --- once per sweep: the base model, the data, the measuring batches --------------------------------
+    ckpt = checkpoint.load(base_checkpoint)
+    tokenizer, source_train, source_val = source_data(ckpt)
+    block_size = checkpoint.load_model(base_checkpoint).config.block_size
+    the_task = _build_task(task, tokenizer, block_size, n_examples, seeds[0] if seeds else 0)
+    T = getattr(the_task, "block_size", None) or block_size
     done = {row["key"] for row in rows}
     measure = fixed_batches(source_val, source_batches, source_batch_size, T, seed=4321)  # held-out source text
     base_model = checkpoint.load_model(base_checkpoint)

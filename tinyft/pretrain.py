@@ -105,20 +105,23 @@ class PretrainConfig:
 def check_corpus(corpus):
     """ValueError unless `corpus` is a corpus name (data.CORPORA, data.DOWNLOADS) or an existing path."""
     if not isinstance(corpus, (str, os.PathLike)) or not os.fspath(corpus):
-        raise ValueError(f"corpus must be a corpus name or a path, got {corpus!r}")
+        raise ValueError(f"--corpus must be a corpus name or a path, got {corpus!r}")
     if os.fspath(corpus) in data.CORPORA or os.fspath(corpus) in data.DOWNLOADS or os.path.exists(corpus):
         return
     names = ", ".join(list(data.CORPORA) + list(data.DOWNLOADS))
-    raise ValueError(f"corpus {os.fspath(corpus)!r}: no such file or folder, and not a corpus name; pass an existing "
-                     f"text file or folder, or one of the names {names}")
+    raise ValueError(f"--corpus {os.fspath(corpus)!r}: no such file or folder, and not a corpus name; pass your own "
+                     f"text file or folder, or one of {names}")
 
 
 def load_corpus_text(corpus):
     """A corpus name from data.CORPORA, or a path to a text file or folder of the user's."""
     check_corpus(corpus)
-    if os.path.exists(corpus):
+    if not os.path.exists(corpus):
+        return data.load_corpus(corpus)
+    try:
         return data.load_text(corpus)
-    return data.load_corpus(corpus)
+    except ValueError as err:  # empty, binary, not UTF-8, a folder without text files: say which flag
+        raise ValueError(f"--corpus: {err}") from None
 
 
 def build_tokenizer(kind, text, bpe_vocab_size=512, extra_texts=()):
@@ -141,7 +144,7 @@ def prepare_data(config, tokenizer=None):
     ids = tokenizer.encode(text)  # (N,) int64
     need = 2 * (config.block_size + 2)  # a train and a validation window, at the very least
     if len(ids) < need:
-        raise ValueError(f"corpus {config.corpus!r} gives {len(ids):,} tokens with the {config.tokenizer} tokenizer, too "
+        raise ValueError(f"--corpus {config.corpus!r} gives {len(ids):,} tokens with the {config.tokenizer} tokenizer, too "
                          f"few for train and validation windows of block_size + 2 = {config.block_size + 2} "
                          f"tokens (at least {need:,} are needed); use a longer text or a smaller --block-size")
     train_ids, val_ids = data.train_val_split(ids, val_fraction=0.1, seed=config.seed)
