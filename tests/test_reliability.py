@@ -111,8 +111,8 @@ def test_pretrain_stops_at_the_planted_nan_naming_the_step_and_keeps_the_last_go
 def test_pretrain_nan_before_any_checkpoint_says_none_was_written(tmp_path, monkeypatch):
     plant_in_forward(monkeypatch, on_call=3, action=nan_loss)
     with pytest.raises(optim.DivergenceError, match="step 3.*no checkpoint was written"):
-        pretrain(tiny_config(tmp_path, checkpoint_every=100), progress=False, log=quiet)
-    assert not (tmp_path / "ckpt.npz").exists()
+        pretrain(tiny_config(tmp_path / "run", checkpoint_every=100), progress=False, log=quiet)
+    assert not (tmp_path / "run").exists()  # not even an empty --out folder
 
 
 def test_pretrain_diverging_from_a_huge_lr_through_the_cli_exits_1_and_keeps_the_checkpoint(tmp_path, capsys):

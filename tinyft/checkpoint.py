@@ -94,8 +94,8 @@ def save(path, model, optimizer=None, **meta):
 
     meta: anything JSON-serialisable; `step` and `tokenizer` (a dict, or an object with to_dict()) are
     the usual ones. `rng_state` defaults to tinyft's get_rng_state(), `threads` to kernels.thread_settings()
-    (the Numba and BLAS thread counts: sums are split across threads, so the last bits of a result depend on
-    them). The folder must already exist.
+    (the Numba and BLAS thread counts: sums are split across threads, so the last bits of a result can depend
+    on them). The folder must already exist.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))

@@ -36,7 +36,14 @@ from .lora import (
     merged_state_dict,
 )
 from .nn import GPT, GPTConfig, Linear, Module, Parameter
-from .pretrain import check_out_dir, deferred_interrupt, far_above_warning, progress_bar, write_history
+from .pretrain import (
+    check_out_dir,
+    deferred_interrupt,
+    far_above_warning,
+    progress_bar,
+    quiet_float_warnings,
+    write_history,
+)
 
 STRATEGIES = ("full", "head", "last_k", "embeddings_frozen", "bitfit", "layernorm", "lora", "lp_ft")
 # Strategies that train the output layer but not the input embeddings: they untie lm_head from wte.
@@ -644,6 +651,8 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     bar = progress_bar(total_steps, f"finetune {config.strategy}", progress)
     run = _Run(model, task, config, hooks, np.random.default_rng(config.seed), bar, total_steps, bool(mitigations))
     optimizer, probed_head, interrupted = None, None, False
+    quiet = quiet_float_warnings()
+    quiet.__enter__()  # until the loop ends: check_step_finite reports a NaN or inf, naming its step
     try:
         if lp_ft:  # phase 1, the linear probe: apply_strategy left only the output layer trainable
             optimizer = _optimizer(model, config)
@@ -661,6 +670,7 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
         raise optim.DivergenceError(f"{err}{phase}{saved}", step=err.step, loss=err.loss, grad_norm=err.grad_norm,
                                     last_finite_loss=err.last_finite_loss, lr=err.lr) from None
     finally:
+        quiet.__exit__(None, None, None)
         bar.close()
 
     after = {split: evaluate(model, task, split) for split in SPLITS}

@@ -7,7 +7,8 @@ Map of this file:
   pretrain(...)         the loop: batch -> forward -> loss -> backward -> clip -> step -> schedule,
                         with evaluation, checkpoints (also on Ctrl-C) and bit-identical resume; it stops at
                         a NaN/inf naming the step (optim.DivergenceError) and never saves a diverged model
-  helpers the loops share   check_out_dir, write_history, progress_bar (quiet in logs), deferred_interrupt
+  helpers the loops share   check_out_dir, write_history, progress_bar (quiet in logs), deferred_interrupt,
+                        quiet_float_warnings, far_above_warning
   course_model(preset)  the course's shared base models ("tiny", "base", "large"), pretrained once, cached
 The command line (`python -m tinyft pretrain`) is in cli.py.
 Recipe after nanoGPT's train.py (AdamW, warmup + cosine, clipping), rewritten to be read top to bottom.
@@ -21,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,6 +299,22 @@ class deferred_interrupt:
         return False
 
 
+class quiet_float_warnings:
+    """Context manager: hides NumPy's "overflow / invalid value / divide by zero encountered" RuntimeWarnings,
+    in every thread (the kernels' helper threads too). The loops use it: check_step_finite then reports the
+    first NaN or inf once, naming its step, instead of a screen of warnings that name none."""
+
+    def __enter__(self):
+        self.catcher = warnings.catch_warnings()
+        self.catcher.__enter__()
+        warnings.filterwarnings("ignore", r".*(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
+        return self
+
+    def __exit__(self, *exc):
+        self.catcher.__exit__(*exc)
+        return False
+
+
 FAR_ABOVE_NATS = 1.0  # a run that ends this far above where it started has gone wrong (the lr, mostly)
 
 
@@ -403,7 +421,6 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
         pending = history[-1] if history else None  # Ctrl-C hit the evaluation of the last step: measure it now
         if pending and "val_loss" not in pending and _is_eval_step(pending["step"], config):
             pending["val_loss"] = estimate_loss(model, val_batches)
-    check_out_dir(config.out)  # every check passed: now the folder may be created
 
     params = list(model.parameters())
     tokens_per_step = config.batch_size * config.block_size
@@ -415,6 +432,7 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
         if not optim.all_finite(params):  # never a non-finite model over a finite checkpoint
             raise optim.DivergenceError(f"the weights hold NaN or inf after step {step}; lower the learning rate",
                                         step=step)
+        check_out_dir(config.out)  # made at the first save: a run refused or diverged before leaves no folder
         checkpoint.save(ckpt_path, model, optimizer, step=step, tokenizer=tokenizer.to_dict(), history=history,
                         pretrain_config=dataclasses.asdict(config), batch_rng_state=batch_rng.bit_generator.state,
                         rng_state=get_rng_state(), train_seconds=train_seconds, stage="pretrain")
@@ -435,6 +453,8 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     last_finite = history[-1]["train_loss"] if history else None
     mid_step, at_start = False, None
     bar = progress_bar(config.steps, "pretrain", progress, initial=start_step)
+    quiet = quiet_float_warnings()
+    quiet.__enter__()  # until the loop ends: check_step_finite reports a NaN or inf, naming its step
     try:
         while step < config.steps and not interrupted:
             at_start = (batch_rng.bit_generator.state, get_rng_state())  # resume redoes a step cut short
@@ -478,6 +498,7 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     except optim.DivergenceError as err:
         raise _kept_last_good(err, ckpt_path, saved_step, config) from None
     finally:
+        quiet.__exit__(None, None, None)
         bar.close()
     try:
         save(step)  # the last checkpoint: at the end, or where Ctrl-C stopped us
@@ -520,9 +541,9 @@ def _restore(state, ckpt_path, model, optimizer, batch_rng, log=print):
     set_rng_state(state.meta["rng_state"])
     then, now = state.meta.get("threads"), kernels.thread_settings()
     if then and then != now:
-        log(f"note: {ckpt_path} was trained with threads {then}, this process has {now}: the run continues "
-            "exactly for this thread count, but differs in the last digits (~1e-6) from a run that never "
-            "stopped (sums split across threads add in another order; docs/pretraining.md)")
+        log(f"note: {ckpt_path} was trained with threads {then}, this process has {now}: the continuation may "
+            "differ in the last digits from a run that never stopped (sums split across threads can add in "
+            "another order; docs/pretraining.md)")
     return state.meta["history"], state.meta["step"], state.meta.get("train_seconds", 0.0)
 
 

@@ -235,8 +235,8 @@ def thread_count():
 def thread_settings():
     """{"numba": Numba's thread count (tinyft's own threads follow it), "blas": the BLAS libraries' largest}.
 
-    Checkpoints record it: a sum split over 2 threads adds in another order than on 1, so results agree to
-    ~1e-6, not bit for bit, across thread counts (each count alone is bit-reproducible)."""
+    Checkpoints record it: a sum split over 2 threads may add in another order than on 1, so results can
+    differ in their last digits across thread counts (each count alone is bit-reproducible)."""
     try:
         blas = max((lib.num_threads for lib in _blas_controllers()), default=None)
     except Exception:  # noqa: BLE001 - threadpoolctl could not inspect this process: record what we know
