@@ -321,7 +321,7 @@ def first_run_notice():
     if _notice["given"] or not cache_is_cold():
         return None
     _notice["given"] = True
-    return "compiling kernels (first run only): the first step takes 10-45 s while Numba fills its cache"
+    return "compiling kernels (first run only): the first step is slow while Numba compiles them into its cache"
 
 
 def njit(parallel=False, **options):
