@@ -361,7 +361,8 @@ def _resume_state(config, ckpt_path, resume):
     if not os.path.exists(ckpt_path):
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
     state = checkpoint.load(ckpt_path)
-    stage = state.meta.get("stage")
+    stage = state.meta.get("stage") or ("finetune" if "finetune" in state.meta else  # older files had no stage
+                                         "pretrain" if "pretrain_config" in state.meta else None)
     if stage != "pretrain":
         raise ValueError(f"--resume: {ckpt_path} holds a {stage or 'non-pretraining'} checkpoint, not a pretraining "
                          "run; --resume continues `pretrain` into the same --out. Pass the --out of a pretraining run")
