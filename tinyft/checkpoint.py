@@ -7,6 +7,8 @@ Map of this file:
   3. load()           np.load(allow_pickle=False), read every array, check every checksum; every failure
                       is a CheckpointError naming the file and the entry
   4. restore(), load_model(), load_model_and_optimizer()   rebuilding is one call
+  5. Where to write   check_output_folder (before any work, creating nothing), refuse_own_input (an output is
+                      never an input, whatever the spelling), stale temp files of a killed save cleaned
 Nothing in a checkpoint is ever executed: no pickle, ever (docs/optim.md, "Checkpoints", says why).
 """
 
@@ -14,7 +16,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import struct
+import time
 import tempfile
 import tokenize
 import zipfile
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .autograd import get_rng_state, rng_preserved, set_rng_state
+from .kernels import thread_settings
 from .optim import OPTIMIZERS
 
 # ----------------------------------------------------------------------------------------------------
@@ -88,7 +93,9 @@ def save(path, model, optimizer=None, **meta):
     """Write model (and optimizer) to `path` as one .npz; replaces an existing file only when complete.
 
     meta: anything JSON-serialisable; `step` and `tokenizer` (a dict, or an object with to_dict()) are
-    the usual ones. `rng_state` defaults to tinyft's get_rng_state(). The folder must already exist.
+    the usual ones. `rng_state` defaults to tinyft's get_rng_state(), `threads` to kernels.thread_settings()
+    (the Numba and BLAS thread counts: sums are split across threads, so the last bits of a result can depend
+    on them). The folder must already exist.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -113,6 +120,7 @@ def save(path, model, optimizer=None, **meta):
         "step": meta.pop("step", None),
         "rng_state": meta.pop("rng_state", get_rng_state()),
         "tokenizer": tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else tokenizer,
+        "threads": meta.pop("threads", thread_settings()),  # results differ (slightly) between thread counts
     }
     if optimizer is not None:
         sd = optimizer.state_dict()
@@ -138,10 +146,13 @@ def atomic_write(path, data):
     The bytes go to a temp file in the same folder (same file system, so the rename is atomic), which is
     flushed, fsync'ed and os.replace'd over `path`; if anything fails (even Ctrl-C) it is removed and the
     old file is untouched. The folder must exist. save(), data.download() and the experiment tables use it.
+    A writer killed outright (kill -9, power cut) cannot remove its temp file; the next write of the same
+    file removes such leftovers (remove_stale_temps). The temp name carries the writer's pid for that.
     """
     folder, base = os.path.split(os.path.abspath(path))
+    remove_stale_temps(folder, base)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.pid{os.getpid()}.", suffix=".tmp", dir=folder)
     except OSError as e:
         raise type(e)(f"cannot write {base!r}: cannot create a file in folder {folder!r} ({e.strerror})") from e
     try:
@@ -164,6 +175,55 @@ def atomic_write(path, data):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+STALE_UNNAMED_SECONDS = 600  # a temp file without a pid in its name is left alone for this long
+STALE_ORPHAN_SECONDS = 60  # one whose writer has exited: not touched for a minute (another machine's writer?)
+
+
+def _pid_running(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: no signal sent, only "does it exist?"
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (another user's process), or we cannot tell: keep its file
+    return True
+
+
+def remove_stale_temps(folder, base, now=None):
+    """Remove the temp files a killed atomic_write of `base` left in `folder`; returns the names removed.
+
+    A temp file is `.{base}.pid{PID}.{random}.tmp`. It is stale when process PID no longer runs and the file
+    was last written over a minute ago; one without a pid in its name (an older tinyft) when it is older than
+    ten minutes. A live writer's file is never touched: its pid runs, and its mtime moves as it writes.
+    """
+    now = time.time() if now is None else now
+    pattern = re.compile(re.escape(f".{base}.") + r"(?:pid(\d+)\.)?[^/]*\.tmp")
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.fullmatch(name)
+        if not match:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            age = now - os.lstat(path).st_mtime
+        except OSError:
+            continue  # already gone
+        pid = int(match.group(1)) if match.group(1) else None
+        stale = (age > STALE_ORPHAN_SECONDS and not _pid_running(pid)) if pid is not None \
+            else age > STALE_UNNAMED_SECONDS
+        if stale:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                removed.append(name)
+    return removed
 
 
 def _umask():
@@ -457,3 +517,68 @@ def _load_optimizer_state(ckpt, optimizer):
         optimizer.load_state_dict(ckpt.optimizer_state)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{ckpt.path!r}: the optimizer state (entries optim/...) does not fit: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Where to write: checked before any work, so a mistake costs nothing and creates nothing
+# ----------------------------------------------------------------------------------------------------
+
+
+def check_output_folder(out, files=(), argument="--out"):
+    """ValueError (naming `argument`) unless `out` is, or can become, a writable folder holding `files`.
+
+    Creates nothing: the commands call it before any work and make the folder only when they first write,
+    so a run refused for any reason leaves no empty folder behind. Each of `files` (the names the command
+    writes into `out`) must not be a folder already (saving over a folder would fail after the training).
+    """
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise ValueError(f"{argument} must be a folder path, got {out!r}")
+    out = os.fspath(out)
+    if os.path.lexists(out) and not os.path.exists(out):
+        raise ValueError(f"{argument} {out!r} is a broken symbolic link; remove it or choose another folder")
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise ValueError(f"{argument} {out!r} is a file, not a folder; choose a folder (it is created if missing)")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ValueError(f"{argument} {out!r} is not writable; choose a folder you can write to")
+        for name in files:
+            target = os.path.join(out, name)
+            if os.path.isdir(target):
+                raise ValueError(f"{argument} {out!r}: {target} is a folder, so {name} cannot be saved there; "
+                                 f"remove that folder or choose another {argument}")
+        return
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{argument} {out!r} cannot be created: {parent!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument} {out!r} cannot be created: {parent!r} is not writable; choose a folder "
+                         "you can write to")
+
+
+def same_file(a, b):
+    """True when paths a and b name the same file, however spelled (relative, '..', symlinks, hard links)."""
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, case-insensitive file systems
+    except OSError:  # one of them does not exist (yet): realpath already said they differ
+        return False
+
+
+def refuse_own_input(outputs, inputs, argument="--out", input_argument="--from"):
+    """ValueError when a file the command would write (`outputs`) is one of the files it reads (`inputs`).
+
+    Compares resolved paths, so `D`, `./D/`, `/abs/D` and a symlink to D are one folder: a command never
+    writes over its own input. inputs: paths (None entries are skipped) or (path, argument name) pairs.
+    """
+    for source in inputs:
+        source, named = source if isinstance(source, tuple) else (source, input_argument)
+        if source is None:
+            continue
+        for target in outputs:
+            if same_file(target, source):
+                raise ValueError(f"{argument}: {target} would be written over {named} {os.fspath(source)!r}, the "
+                                 f"file this command reads; pass another {argument}")

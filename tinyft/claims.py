@@ -499,8 +499,8 @@ def run_claims(ids=None, settings=QUICK, out=None, log=print):
     """
     ids = check_claim_ids(ids or list(CLAIMS))
     saved, path = {}, None
-    if out is not None:
-        check_out_dir(out)
+    if out is not None:  # checked before any work; the folder is made only when all is well
+        checkpoint.check_output_folder(out, (CLAIMS_JSON,))
         path = os.path.join(out, CLAIMS_JSON)
         saved = _saved_claims(path, settings)
     bench = None
@@ -515,6 +515,7 @@ def run_claims(ids=None, settings=QUICK, out=None, log=print):
         for row in saved[claim_id]:
             row["seconds"] = round(time.perf_counter() - t0, 1)
         if path is not None:
+            check_out_dir(out)
             atomic_write(path, json.dumps({"settings": _settings_dict(settings), "claims": saved}, indent=1))
     return [row for claim_id in ids for row in saved[claim_id]]
 
@@ -529,8 +530,13 @@ def _settings_dict(settings):
 def _saved_claims(path, settings):
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict) or not isinstance(saved.get("claims"), dict):
+            raise ValueError("expected an object with 'settings' and 'claims'")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--out: {path} cannot be read back ({err}); move it away or use another --out") from None
     if saved.get("settings") != _settings_dict(settings):
         raise ValueError(f"--out: {path} holds claims run with other settings; use the same settings to resume, "
                          "or another --out")

@@ -9,7 +9,10 @@ Map of this file:
   export      add_export_arguments, run_export_cli          (export.py: to nanoGPT's ckpt.pt or safetensors)
   import      add_import_arguments, run_import_cli          (export.py: from nanoGPT's ckpt.pt or safetensors)
   your data   add_data_arguments, task_for_cli              (tasks.task_from_path: finetune/forgetting --data)
-  build_parser, main: one subcommand each; bad input prints one line `error: ...` and exits with 2
+  checks      ARGUMENT_RULES (one rule per flag), check_arguments(command, args), check_input_file: every
+              argument is checked before any work, and an output never replaces an input
+  build_parser, main: one subcommand each; bad input prints one line `error: ...` and exits with 2 (a diverged
+              run or a file-system error: 1; Ctrl-C: 130), never a traceback
 Shared flags use nanoGPT's words: --n-layer --n-head --n-embd --block-size --batch-size --lr --steps
 --seed --out. `--json` prints a machine-readable summary as the last line of standard output.
 """
@@ -17,6 +20,7 @@ Shared flags use nanoGPT's words: --n-layer --n-head --n-embd --block-size --bat
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
@@ -25,13 +29,16 @@ from . import checkpoint, claims, export, interchange
 from .baselines import compare_costs, pretraining_cost, task_baselines
 from .checkpoint import CheckpointError
 from .demo import run_demo, run_engine_demo
-from .experiments import PARETO_JSON, RUNS_CSV, RUNS_JSON, format_table, run_sweep, summarize_wise
+from .experiments import PARETO_JSON, RUNS_CSV, RUNS_JSON, format_table, json_safe, run_sweep, summarize_wise
+from .finetune import CHECKPOINT_NAME as FINETUNE_CHECKPOINT
+from .finetune import HISTORY_NAME as FINETUNE_HISTORY
 from .finetune import STRATEGIES, FinetuneConfig, check_model_fits_task, finetune, load_finetuned, task_metric
 from .finetune import SPLITS as FINETUNE_SPLITS
 from .forgetting import MITIGATIONS
 from .lora import LORA_TARGETS
+from .optim import DivergenceError
 from .pretrain import PretrainConfig, pretrain
-from .tasks import build_task, task_from_path
+from .tasks import TASKS, build_task, task_from_path
 from .tokenizers import tokenizer_from_dict
 
 
@@ -78,7 +85,8 @@ def add_pretrain_arguments(parser):
     train.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step (default: %(default)s)")
     train.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
     train.add_argument("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the cosine (default: %(default)s)")
-    train.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="(default: %(default)s)")
+    train.add_argument("--warmup-steps", type=int, default=None,
+                       help="linear warmup steps (default: min(100, steps // 10))")
     train.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
     train.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N steps (default: %(default)s)")
     train.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="(default: %(default)s)")
@@ -94,6 +102,14 @@ def add_pretrain_arguments(parser):
 
 def run_pretrain_cli(args):
     """`python -m tinyft pretrain`: train, print a readable report; under --json the summary is the last line."""
+    check_arguments("pretrain", args)
+    if args.n_embd % args.n_head:
+        raise ValueError(f"--n-embd ({args.n_embd}) must be divisible by --n-head ({args.n_head})")
+    if args.warmup_steps is not None and args.warmup_steps > args.steps:
+        raise ValueError(f"--warmup-steps ({args.warmup_steps}) must not exceed --steps ({args.steps}); pass a smaller "
+                         f"--warmup-steps, e.g. {args.steps // 10}, or leave it out (default: min(100, steps // 10))")
+    if args.tokenizer == "bpe" and args.bpe_vocab_size < 256:
+        raise ValueError(f"--bpe-vocab-size must be at least 256 (the 256 byte ids), got {args.bpe_vocab_size}")
     config = PretrainConfig(
         corpus=args.corpus, tokenizer=args.tokenizer, bpe_vocab_size=args.bpe_vocab_size, n_layer=args.n_layer,
         n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size, dropout=args.dropout,
@@ -194,6 +210,14 @@ def check_task_arguments(args, defaults=None):
             raise ValueError(f"{flag} applies to the built-in classification tasks ('kind', 'order'), not to --data")
 
 
+def check_data_paths(args):
+    """ValueError naming --data or --shifted-data when the path does not exist (checked before any work)."""
+    for flag, path in (("--data", args.data), ("--shifted-data", args.shifted_data)):
+        if path is not None and not os.path.exists(path):
+            raise ValueError(f"{flag}: no file or folder at {path!r}; pass your text file or folder, or labelled "
+                             "examples in a .jsonl or .csv file")
+
+
 def task_for_cli(args, tokenizer, block_size, seed, n_examples=1000):
     """The task a command asks for: --data (tasks.task_from_path) or --task (build_task, 'code' by default)."""
     check_task_arguments(args)
@@ -206,9 +230,12 @@ def task_for_cli(args, tokenizer, block_size, seed, n_examples=1000):
 
 def load_base(path):
     """(model, tokenizer, meta) of a checkpoint to fine-tune; a ValueError when it holds no usable tokenizer."""
-    ckpt = checkpoint.load(path)
+    try:
+        ckpt = checkpoint.load(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"--from: {err}") from None
     if not isinstance(ckpt.meta.get("tokenizer"), dict):
-        raise checkpoint.CheckpointError(f"{path!r} holds no tokenizer, so task text cannot be turned into its ids; "
+        raise checkpoint.CheckpointError(f"--from {path!r} holds no tokenizer, so task text cannot be turned into its ids; "
                                          "use a checkpoint written by `python -m tinyft pretrain`")
     tokenizer = tokenizer_from_dict(ckpt.meta["tokenizer"])
     model = load_finetuned(path) if "finetune" in ckpt.meta else checkpoint.load_model(path)
@@ -229,6 +256,18 @@ def load_for_task(path, task_name, n_examples, seed, label_noise=0.0, imbalance=
 
 def run_finetune_cli(args):
     """`python -m tinyft finetune`: fine-tune, print a readable report; under --json the summary is the last line."""
+    check_arguments("finetune", args)
+    check_input_file(args.from_ckpt, "--from")
+    outputs = [os.path.join(args.out, FINETUNE_CHECKPOINT), os.path.join(args.out, FINETUNE_HISTORY)]
+    checkpoint.check_output_folder(args.out, (FINETUNE_CHECKPOINT, FINETUNE_HISTORY))
+    check_task_arguments(args)
+    check_data_paths(args)
+    checkpoint.refuse_own_input(outputs, [(args.from_ckpt, "--from"), (args.data, "--data"),
+                                          (args.shifted_data, "--shifted-data")])
+    if args.data is None and (args.task or "code") not in ("kind", "order") and \
+            (args.label_noise != 0.0 or args.imbalance != 1.0):
+        raise ValueError(f"--label-noise and --imbalance apply to the classification tasks kind and order only, "
+                         f"not --task {args.task or 'code'}")
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     config = FinetuneConfig(
         task=args.task, strategy=args.strategy, lr=args.lr, head_lr=args.head_lr, layer_decay=args.layer_decay,
@@ -238,8 +277,11 @@ def run_finetune_cli(args):
         classifier=args.classifier, label_noise=args.label_noise, imbalance=args.imbalance, seed=args.seed,
         out=args.out)
     config.validate()
-    check_task_arguments(args)
     model, tokenizer, meta = load_base(args.from_ckpt)
+    base = (meta.get("finetune") or {}).get("base_checkpoint")  # LoRA adapters read their base: keep it too
+    checkpoint.refuse_own_input(outputs, [(base, "the base checkpoint of --from")])
+    if args.strategy == "last_k" and args.k > model.config.n_layer:
+        raise ValueError(f"--k must be at most the checkpoint's n_layer ({model.config.n_layer}), got {args.k}")
     task = task_for_cli(args, tokenizer, model.config.block_size, args.seed, args.n_examples)
     check_model_fits_task(model, task)
     result = finetune(model, task, config, progress=not args.no_progress, base_checkpoint=args.from_ckpt,
@@ -315,10 +357,11 @@ def run_forgetting_cli(args):
     if not args.from_ckpt:
         raise ValueError("--from CKPT is required: the pretrained checkpoint to fine-tune. "
                          "Make one first with `python -m tinyft pretrain` (it writes runs/pretrain/ckpt.npz)")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    check_arguments("forgetting", args)
+    check_input_file(args.from_ckpt, "--from")
     check_task_arguments(args)
     task = args.task or "code"
+    check_data_paths(args)
     if args.data is not None:  # built once here, on the checkpoint's tokenizer; run_sweep takes the Task
         model, tokenizer, _ = load_base(args.from_ckpt)
         task = task_for_cli(args, tokenizer, model.config.block_size, args.seed)
@@ -340,12 +383,13 @@ def run_forgetting_cli(args):
     print(f"Pareto-optimal: {', '.join(result['pareto']['pareto_optimal'])}")
     print(f"written: {os.path.join(args.out, RUNS_CSV)}, {RUNS_JSON}, {PARETO_JSON}")
     if args.json:
-        keep = ("strategy", "lr", "mitigation", "seed", "metric", "target_before", "target_after", "target_gain",
-                "source_before", "source_after", "forgetting", "trainable_params", "weight_drift", "delta_erank",
-                "wise_ft", "wall_s")
-        print(json.dumps({"runs": [{k: r[k] for k in keep if k in r} for r in runs],
-                          "summary": result["summary"], "pareto_optimal": result["pareto"]["pareto_optimal"],
-                          "out": args.out, "task": task if isinstance(task, str) else task.name, "data": args.data}))
+        keep = ("strategy", "lr", "mitigation", "seed", "diverged", "diverged_at_step", "metric", "target_before",
+                "target_after", "target_gain", "source_before", "source_after", "forgetting", "trainable_params",
+                "weight_drift", "delta_erank", "wise_ft", "wall_s")
+        print(json.dumps(json_safe({"runs": [{k: r[k] for k in keep if k in r} for r in runs],
+                                    "summary": result["summary"], "pareto_optimal": result["pareto"]["pareto_optimal"],
+                                    "out": args.out, "task": task if isinstance(task, str) else task.name,
+                                    "data": args.data}), allow_nan=False))
     return 0
 
 # ----------------------------------------------------------------------------------------------------
@@ -368,8 +412,7 @@ def add_demo_arguments(parser):
 
 def run_demo_cli(args):
     """`python -m tinyft demo`: the whole story (or, with --engine, the engine alone); --json prints a summary last."""
-    if args.steps < 1 or args.pretrain_steps < 1:
-        raise ValueError(f"--steps and --pretrain-steps must be at least 1, got {args.steps}, {args.pretrain_steps}")
+    check_arguments("demo", args)
     if args.engine:
         result = run_engine_demo(seed=args.seed)
         summary = {"accuracy": result["accuracy"], "final_loss": result["history"][-1]["loss"],
@@ -382,7 +425,8 @@ def run_demo_cli(args):
         summary = {"pretrain": result["pretrain"], "total_params": result["total_params"],
                    "runs": [{k: r[k] for k in keys} for r in result["runs"]], "seconds": round(result["seconds"], 1)}
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(json_safe(summary), allow_nan=False))
+
 
 def add_claims_arguments(parser):
     """The flags of `python -m tinyft claims`."""
@@ -401,11 +445,10 @@ def add_claims_arguments(parser):
 
 def run_claims_cli(args):
     """`python -m tinyft claims`: run the experiments, print the table (progress goes to standard error)."""
+    check_arguments("claims", args)
     settings = claims.QUICK if args.quick else claims.FULL
     ids = claims.check_claim_ids(args.only) if args.only is not None else list(claims.CLAIMS)
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be at least 1 (1 gives no interval and no verdict), got {args.seeds}")
         settings = dataclasses.replace(settings, seeds=tuple(range(args.seeds)))
     if os.path.isfile(args.out):
         raise ValueError(f"--out {args.out!r} is a file; pass a folder for claims.json")
@@ -526,12 +569,119 @@ def run_import_cli(args):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Checking the arguments: one rule per flag, every one checked before any work
+# ----------------------------------------------------------------------------------------------------
+# A rule is (test, what was expected). argparse has already turned each value into its type; these say
+# which values make sense. Rules that need two flags at once (--warmup-steps <= --steps) or a file's content
+# (--k <= the checkpoint's n_layer) are in the run_*_cli functions, still before any work.
+
+
+def _int_at_least(low):
+    return (lambda v: isinstance(v, int) and v >= low), f"at least {low}"
+
+
+def _number(low=None, high=None, low_open=False, high_open=False):
+    """A finite float in [low, high] ( or (low, high] with low_open, ...): inf and nan never pass."""
+    def test(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        if low is not None and (v <= low if low_open else v < low):
+            return False
+        return high is None or (v < high if high_open else v <= high)
+    if high is None:
+        expected = f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return test, expected
+
+
+def _optional(rule):
+    test, expected = rule
+    return (lambda v: v is None or test(v)), expected
+
+
+def _each(rule):
+    test, expected = rule
+    return (lambda values: bool(values) and all(test(v) for v in values)), f"a comma-separated list, each {expected}"
+
+
+def _one_of(names):
+    return (lambda v: v in names), f"one of {', '.join(names)}"
+
+
+_POSITIVE, _NON_NEGATIVE, _FRACTION = _number(0, low_open=True), _number(0), _number(0, 1)
+ARGUMENT_RULES = {
+    "pretrain": {
+        "n_layer": _int_at_least(1), "n_head": _int_at_least(1), "n_embd": _int_at_least(1),
+        "block_size": _int_at_least(1), "dropout": _number(0, 1, high_open=True),
+        "bpe_vocab_size": _int_at_least(1), "batch_size": _int_at_least(1), "lr": _POSITIVE, "min_lr": _NON_NEGATIVE,
+        "warmup_steps": _optional(_int_at_least(0)), "steps": _int_at_least(1), "eval_every": _int_at_least(1),
+        "checkpoint_every": _int_at_least(1), "seed": _int_at_least(0),
+    },
+    "finetune": {
+        "task": _optional(_one_of(TASKS)), "k": _int_at_least(1), "lora_rank": _int_at_least(1), "lora_alpha": _POSITIVE,
+        "lora_targets": ((lambda v: bool(v.strip(", ")) and all(t.strip() in LORA_TARGETS for t in v.split(",")
+                                                                 if t.strip())),
+                         f"a comma-separated list, each one of {', '.join(LORA_TARGETS)}"),
+        "lp_steps": _int_at_least(0), "n_examples": _int_at_least(1), "label_noise": _number(0, 1, high_open=True),
+        "imbalance": _number(1), "lr": _POSITIVE, "head_lr": _optional(_POSITIVE), "layer_decay": _POSITIVE,
+        "steps": _int_at_least(1), "batch_size": _int_at_least(1), "warmup_steps": _int_at_least(0),
+        "weight_decay": _NON_NEGATIVE, "eval_every": _int_at_least(1), "seed": _int_at_least(0),
+    },
+    "forgetting": {
+        "task": _optional(_one_of(TASKS)), "strategies": _each(_one_of(STRATEGIES)), "lrs": _each(_POSITIVE),
+        "mitigations": _each(_one_of(MITIGATIONS)), "replay_fraction": _FRACTION, "ewc_lambda": _NON_NEGATIVE,
+        "l2sp_alpha": _NON_NEGATIVE, "wise_alphas": ((lambda v: all(_FRACTION[0](a) for a in v)),
+                                                     f"a comma-separated list, each {_FRACTION[1]}"),
+        "steps": _int_at_least(1), "batch_size": _int_at_least(1), "seed": _int_at_least(0),
+        "seeds": _int_at_least(1),
+    },
+    "demo": {"pretrain_steps": _int_at_least(1), "steps": _int_at_least(1), "lr": _POSITIVE, "seed": _int_at_least(0)},
+    "claims": {"seeds": _optional(_int_at_least(1))},  # --only: claims.check_claim_ids names the unknown ids
+}
+FLAG_NAMES = {"from_ckpt": "--from"}  # where a flag's name is not its dest with - for _
+
+
+def flag_name(dest):
+    return FLAG_NAMES.get(dest, "--" + dest.replace("_", "-"))
+
+
+def check_arguments(command, args):
+    """ValueError naming the first flag whose value breaks its rule in ARGUMENT_RULES[command]."""
+    for dest, (test, expected) in ARGUMENT_RULES[command].items():
+        if not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        if not test(value):
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            raise ValueError(f"{flag_name(dest)} must be {expected}, got {shown!r}" if isinstance(shown, str)
+                             else f"{flag_name(dest)} must be {expected}, got {shown}")
+
+
+def check_input_file(path, flag):
+    """ValueError unless `path` is an existing file (a checkpoint the command reads)."""
+    if not os.path.exists(path):
+        raise ValueError(f"{flag} {path!r}: no such file; pass a checkpoint (ckpt.npz) written by `python -m tinyft "
+                         "pretrain` or `finetune`")
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag} {path!r} is a folder, not a checkpoint file; pass the ckpt.npz inside it")
+
+
+# ----------------------------------------------------------------------------------------------------
 # The parser
 # ----------------------------------------------------------------------------------------------------
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, `error: argument --steps: invalid int value: 'x'`,
+    like every other error of the command line (argparse prints the whole usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m tinyft",
         description="tinyft: learn how fine-tuning works by building every piece from scratch.",
     )
@@ -613,9 +763,27 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit code: 0 done, 2 bad input, 1 a diverged run or a file-system error,
+    130 Ctrl-C. Every error is one line on standard error, never a traceback."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a usage error already printed on one line (2)
+        return stop.code or 0
     try:
         return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): what was finished is saved; rerun the same command to continue", file=sys.stderr)
+        return 130
+    except DivergenceError as err:  # a NaN/inf loss: the message names the step and where the good model is
+        return _one_line_error(err, 1)
     except (ValueError, CheckpointError) as err:  # bad input: one clear line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _one_line_error(err, 2)
+    except OSError as err:  # the file system said no (disk full, permissions) after the checks passed
+        return _one_line_error(err, 1)
+    except MemoryError:
+        return _one_line_error("out of memory: choose a smaller model (--n-embd, --n-layer) or --batch-size", 1)
+
+
+def _one_line_error(err, code):
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)
+    return code

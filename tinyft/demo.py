@@ -8,6 +8,7 @@ Map of this file:
 Everything it prints comes from the run it just did.
 """
 
+import math
 import os
 import time
 
@@ -29,20 +30,35 @@ def run_demo(out="runs/demo", pretrain_steps=900, finetune_steps=200, lr=1e-3, s
     3. For each: the code loss before and after (target), the broad-text loss before and after
        (forgetting = after - before), the trainable fraction and the wall time.
     pretrain_overrides: PretrainConfig fields to change (tests pass a tiny model: n_layer=1, n_embd=16, ...).
+    Every argument and `out` are checked before the pretraining starts. Ctrl-C during the pretraining saves
+    it and raises KeyboardInterrupt (the next run resumes it) instead of fine-tuning a half-trained model.
     """
-    from .experiments import run_sweep
-    from .pretrain import PretrainConfig, pretrain
+    from . import checkpoint
+    from .experiments import SWEEP_FILES, run_sweep
+    from .pretrain import CHECKPOINT_NAME, HISTORY_NAME, PretrainConfig, pretrain
 
-    start = time.perf_counter()
-    log(f"tinyft demo: pretrain -> fine-tune -> forgetting, seed {seed}, results in {out}/")
-    log(f"1/2 pretraining a GPT on broad English text for {pretrain_steps} steps")
-    config = PretrainConfig(steps=pretrain_steps, warmup_steps=min(100, pretrain_steps // 10), eval_every=max(pretrain_steps // 4, 1),
+    for name, value in (("pretrain_steps", pretrain_steps), ("finetune_steps", finetune_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0 (the fine-tuning learning rate), got {lr!r}")
+    config = PretrainConfig(steps=pretrain_steps, eval_every=max(pretrain_steps // 4, 1),
                             checkpoint_every=pretrain_steps, seed=seed, out=os.path.join(out, "pretrain"))
     for name, value in pretrain_overrides.items():
         if not hasattr(config, name):
             raise ValueError(f"run_demo: {name!r} is not a PretrainConfig field")
         setattr(config, name, value)
+    config.validate()
+    checkpoint.check_output_folder(out)
+    checkpoint.check_output_folder(config.out, (CHECKPOINT_NAME, HISTORY_NAME), argument="--out (its pretrain/)")
+    checkpoint.check_output_folder(os.path.join(out, "forgetting"), SWEEP_FILES, argument="--out (its forgetting/)")
+
+    start = time.perf_counter()
+    log(f"tinyft demo: pretrain -> fine-tune -> forgetting, seed {seed}, results in {out}/")
+    log(f"1/2 pretraining a GPT on broad English text for {pretrain_steps} steps")
     base = pretrain(config, resume="auto", progress=progress, log=log)
+    if base.interrupted:
+        raise KeyboardInterrupt  # the checkpoint is saved: the next `demo` resumes the pretraining
     log(f"    validation loss {base.final_val_loss:.3f} nats/char (unigram baseline {base.unigram_val_loss:.3f}), "
         f"{base.tokens_per_s:,.0f} tokens/s, {base.wall_s:.0f} s of training")
     log(f"    sample: {base.sample[:120]!r}")
@@ -70,6 +86,10 @@ def format_demo_table(runs, total_params):
     lines = [f"{'strategy':<9} {'trainable':>17}  {'code loss':>15}  {'broad loss':>15}  {'forgetting':>10}  {'time':>6}",
              f"{'':<9} {'':>17}  {'before -> after':>15}  {'before -> after':>15}  {'':>10}  {'':>6}"]
     for r in runs:
+        if r.get("diverged"):
+            lines.append(f"{r['strategy']:<9} {'':>17}  diverged at step {r['diverged_at_step']} (the loss became NaN "
+                         f"or inf: lower --lr)  {r['wall_s']:>5.0f}s")
+            continue
         fraction = r["trainable_params"] / total_params
         lines.append(f"{r['strategy']:<9} {r['trainable_params']:>9,} ({fraction:>5.1%})  "
                      f"{r['target_before']:>6.3f} -> {r['target_after']:<6.3f}  "

@@ -4,7 +4,8 @@ Map of this file:
   1. Sweeps   run_sweep: fine-tune a checkpoint once per (strategy, lr, mitigation, seed), measure target
               gain and forgetting (forgetting.py) -> out/runs.json, runs.csv, pareto.json (atomic, resumable);
               run_key names a run; summarize_runs / summarize_wise (mean and spread over seeds),
-              pareto_report (the Pareto front across groups), format_table (the printed table)
+              pareto_report (the Pareto front across groups), format_table (the printed table); a run
+              that diverges is recorded with "diverged": true and its numbers null (json_safe)
   2. Seeds and intervals: t_quantile (Student's t, no SciPy), mean_ci, paired_difference, verdict,
               over_seeds, format_estimate. Every conclusion tinyft prints comes from `verdict`.
   3. Choosing on validation: choose_on_validation picks a setting by its validation score alone; the test
@@ -26,6 +27,7 @@ import numpy as np
 from . import checkpoint
 from .checkpoint import atomic_write
 from .finetune import STRATEGIES, FinetuneConfig, finetune, gpt_of
+from .optim import DivergenceError
 from .forgetting import (
     EWC,
     L2SP,
@@ -48,9 +50,10 @@ from .forgetting import (
 from .pretrain import fixed_batches
 
 RUNS_JSON, RUNS_CSV, PARETO_JSON = "runs.json", "runs.csv", "pareto.json"
-CSV_COLUMNS = ("strategy", "lr", "mitigation", "seed", "metric", "target_before", "target_after", "target_gain",
-               "source_before", "source_after", "forgetting", "source_ppl_before", "source_ppl_after",
+CSV_COLUMNS = ("strategy", "lr", "mitigation", "seed", "diverged", "metric", "target_before", "target_after",
+               "target_gain", "source_before", "source_after", "forgetting", "source_ppl_before", "source_ppl_after",
                "trainable_params", "weight_drift", "delta_erank", "wall_s")
+SWEEP_FILES = (RUNS_JSON, RUNS_CSV, PARETO_JSON)
 
 # ====================================================================================================
 # 1. Sweeps: strategies x learning rates x mitigations (x seeds), resumable
@@ -75,25 +78,32 @@ def run_sweep(base_checkpoint, strategies=("full", "lora"), lrs=(1e-3, 1e-4), mi
     once (atomic writes), so an interrupted sweep loses at most the run in progress; calling run_sweep again
     with the same settings skips every key (run_key) already there. out/pareto.json is rewritten after each
     run. task: a tasks.py name ("code" by default) or a Task object. Returns {"runs", "summary", "pareto", "out"}.
-    """
-    _check_sweep_arguments(base_checkpoint, strategies, lrs, mitigations, steps)
-    eval_every = eval_every or max(1, steps // 4)
-    os.makedirs(out, exist_ok=True)
 
-    # --- once per sweep: the base model, the data, the measuring batches --------------------------------
-    ckpt = checkpoint.load(base_checkpoint)
-    tokenizer, source_train, source_val = source_data(ckpt)
-    block_size = checkpoint.load_model(base_checkpoint).config.block_size
-    the_task = _build_task(task, tokenizer, block_size, n_examples, seeds[0] if seeds else 0)
+    Every argument and `out` are checked before any work (nothing is created when one is wrong). A run whose
+    loss or gradient norm turns NaN or inf is recorded as diverged ("diverged": true, the step and the last
+    finite loss; its measurements null, since JSON has no NaN) and the sweep goes on; a rerun skips it like
+    any finished run. Ctrl-C stops the sweep (KeyboardInterrupt) without recording the run in progress.
+    """
+    _check_sweep_arguments(base_checkpoint, strategies, lrs, mitigations, steps, out, seeds=seeds,
+                           batch_size=batch_size, replay_fraction=replay_fraction, ewc_lambda=ewc_lambda,
+                           l2sp_alpha=l2sp_alpha, wise_alphas=wise_alphas)
+    eval_every = eval_every or max(1, steps // 4)
+
     task_name = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
-    T = getattr(the_task, "block_size", None) or block_size
     settings = {"base_checkpoint": os.path.abspath(base_checkpoint), "task": task_name, "steps": int(steps),
                 "batch_size": int(batch_size), "eval_every": int(eval_every), "replay_fraction": float(replay_fraction),
                 "ewc_lambda": float(ewc_lambda), "l2sp_alpha": float(l2sp_alpha), "source_batches": int(source_batches),
                 "source_batch_size": int(source_batch_size), "fisher_batches": int(fisher_batches),
                 "n_examples": int(n_examples), "lora_rank": int(lora_rank),
                 "wise_alphas": [float(a) for a in wise_alphas]}
-    rows = _saved_rows(out, settings)
+    rows = _saved_rows(out, settings)  # a runs.json of other settings is refused before anything is loaded
+
+    # --- once per sweep: the base model, the data, the measuring batches --------------------------------
+    ckpt = checkpoint.load(base_checkpoint)
+    tokenizer, source_train, source_val = source_data(ckpt)
+    block_size = checkpoint.load_model(base_checkpoint).config.block_size
+    the_task = _build_task(task, tokenizer, block_size, n_examples, seeds[0] if seeds else 0)
+    T = getattr(the_task, "block_size", None) or block_size
     done = {row["key"] for row in rows}
     measure = fixed_batches(source_val, source_batches, source_batch_size, T, seed=4321)  # held-out source text
     base_model = checkpoint.load_model(base_checkpoint)
@@ -101,6 +111,7 @@ def run_sweep(base_checkpoint, strategies=("full", "lora"), lrs=(1e-3, 1e-4), mi
             "source_train": source_train, "measure": measure, "T": T, "fisher": None}  # fisher: made at the first EWC run
 
     plan = [(s, float(lr), m, int(seed)) for s in strategies for lr in lrs for m in mitigations for seed in seeds]
+    os.makedirs(out, exist_ok=True)  # every check passed
     log(f"sweep: {len(plan)} runs ({sum(run_key(*p) in done for p in plan)} already done) of {steps} steps on "
         f"task {task_name!r}; source loss before {base['source_before']:.4f} nats/token")
     for i, (strategy, lr, mitigation, seed) in enumerate(plan):
@@ -114,42 +125,106 @@ def run_sweep(base_checkpoint, strategies=("full", "lora"), lrs=(1e-3, 1e-4), mi
         config = FinetuneConfig(strategy=strategy, lr=lr, steps=steps, batch_size=batch_size, eval_every=eval_every,
                                 warmup_steps=min(20, steps // 10), n_examples=n_examples, lora_rank=lora_rank,
                                 lora_alpha=2 * lora_rank, seed=seed, out=None)
-        result = finetune(model, the_task, config, mitigations=hooks,
-                          callback=source_loss_callback(measure, every=eval_every), progress=progress,
-                          log=lambda *a, **k: None)
-        row = {"key": key, "strategy": strategy, "lr": lr, "mitigation": mitigation, "seed": seed,
-               **_measure_run(result, base)}
-        if wise_alphas:
-            row["wise_ft"] = wise_ft_sweep(base["state"], gpt_of(result.model), the_task, measure, wise_alphas,
-                                           source_before=base["source_before"], target_before=row["target_before"])
+        row = {"key": key, "strategy": strategy, "lr": lr, "mitigation": mitigation, "seed": seed}
+        try:
+            result = finetune(model, the_task, config, mitigations=hooks,
+                              callback=source_loss_callback(measure, every=eval_every), progress=progress,
+                              log=lambda *a, **k: None)
+        except DivergenceError as err:  # recorded as diverged; the sweep goes on
+            row.update(_diverged_row(err, the_task, base))
+        else:
+            if result.interrupted:  # Ctrl-C: the run in progress is not recorded; a rerun redoes it
+                log(f"[{i + 1}/{len(plan)}] {key}: interrupted; {len(rows)} finished runs are in {out} (rerun to go on)")
+                raise KeyboardInterrupt
+            row.update(diverged=False, **_measure_run(result, base))
+            if wise_alphas:
+                row["wise_ft"] = wise_ft_sweep(base["state"], gpt_of(result.model), the_task, measure, wise_alphas,
+                                               source_before=base["source_before"], target_before=row["target_before"])
         row["wall_s"] = round(time.perf_counter() - t0, 2)
+        row = json_safe(row)  # as runs.json holds it (inf / NaN -> None), so a rerun reads back the same row
         rows.append(row)
         _write_runs(out, settings, rows)  # saved at once: a rerun skips it
-        atomic_write(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
-        log(f"[{i + 1}/{len(plan)}] {key}: target gain {row['target_gain']:+.4f} ({row['metric']}), "
-            f"forgetting {row['forgetting']:+.4f} nats/token, {row['wall_s']:.0f} s")
+        _write_json(os.path.join(out, PARETO_JSON), pareto_report(rows))
+        if row["diverged"]:
+            log(f"[{i + 1}/{len(plan)}] {key}: diverged at step {row['diverged_at_step']} (last finite loss "
+                f"{row['last_finite_loss']}); recorded as diverged, {row['wall_s']:.0f} s")
+        else:
+            log(f"[{i + 1}/{len(plan)}] {key}: target gain {_fmt(row['target_gain'], '+.4f')} ({row['metric']}), "
+                f"forgetting {_fmt(row['forgetting'], '+.4f')} nats/token, {row['wall_s']:.0f} s")
 
     wanted = {run_key(*p) for p in plan}
     rows_now = [r for r in rows if r["key"] in wanted]
     pareto = pareto_report(rows_now)
-    atomic_write(os.path.join(out, PARETO_JSON), json.dumps(pareto_report(rows), indent=1))
+    _write_json(os.path.join(out, PARETO_JSON), pareto_report(rows))
     return {"runs": rows_now, "summary": summarize_runs(rows_now), "pareto": pareto, "out": out}
 
 
-def _check_sweep_arguments(base_checkpoint, strategies, lrs, mitigations, steps):
-    """ValueError naming the first bad argument of run_sweep (before any work is done)."""
+def _diverged_row(err, task, base):
+    """A diverged run's measurements: what is known, and None where a number would be NaN or meaningless."""
+    return {"diverged": True, "diverged_at_step": err.step, "last_finite_loss": err.last_finite_loss,
+            "metric": task.metric, "higher_is_better": bool(task.higher_is_better), "target_before": None,
+            "target_after": None, "target_gain": None, "source_before": base["source_before"], "source_after": None,
+            "forgetting": None, "source_ppl_before": perplexity(base["source_before"]), "source_ppl_after": None,
+            "trainable_params": None, "weight_drift": None, "delta_erank": None, "curve": []}
+
+
+def json_safe(value):
+    """`value` with every non-finite float (NaN, inf, -inf) replaced by None, recursively.
+
+    JSON has no NaN or Infinity (json.dumps writes them, but strict readers refuse the file), so the sweep's
+    files hold null where a number is not finite; a diverged run also says "diverged": true."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _write_json(path, value):
+    atomic_write(path, json.dumps(json_safe(value), indent=1, allow_nan=False))
+
+
+def _fmt(value, spec):
+    """A number as `spec`, or "diverged" / "n/a" where there is none."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def _check_sweep_arguments(base_checkpoint, strategies, lrs, mitigations, steps, out=None, *, seeds=(0,),
+                           batch_size=1, replay_fraction=0.0, ewc_lambda=0.0, l2sp_alpha=0.0, wise_alphas=()):
+    """ValueError naming the first bad argument of run_sweep (before any work is done: nothing is created)."""
     for s in strategies:
         if s not in STRATEGIES:
             raise ValueError(f"unknown strategy {s!r}; valid strategies: {', '.join(STRATEGIES)}")
     for m in mitigations:
         if m not in MITIGATIONS:
             raise ValueError(f"unknown mitigation {m!r}; valid mitigations: {', '.join(MITIGATIONS)}")
-    if not lrs or not all(float(lr) > 0 for lr in lrs):
-        raise ValueError(f"lrs must be positive numbers, got {list(lrs)!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    if not strategies or not mitigations:
+        raise ValueError("strategies and mitigations must each name at least one")
+    if not lrs or not all(math.isfinite(float(lr)) and float(lr) > 0 for lr in lrs):
+        raise ValueError(f"lrs must be finite positive numbers, got {list(lrs)!r}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be at least 1, got {steps}, {batch_size}")
+    if not len(seeds) or any(int(seed) < 0 for seed in seeds):
+        raise ValueError(f"seeds must be one or more integers >= 0, got {list(seeds)!r}")
+    if not (math.isfinite(replay_fraction) and 0.0 <= replay_fraction <= 1.0):
+        raise ValueError(f"replay_fraction must lie in [0, 1] (share of each batch from the source), got {replay_fraction}")
+    for name, value in (("ewc_lambda", ewc_lambda), ("l2sp_alpha", l2sp_alpha)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    bad = [a for a in wise_alphas if not (math.isfinite(float(a)) and 0.0 <= float(a) <= 1.0)]
+    if bad:
+        raise ValueError(f"wise_alphas must lie in [0, 1] (0 = pretrained, 1 = fine-tuned), got {bad}")
     if not os.path.exists(base_checkpoint):
         raise ValueError(f"no checkpoint at {base_checkpoint!r}; make one with `python -m tinyft pretrain` first")
+    if not os.path.isfile(base_checkpoint):
+        raise ValueError(f"{base_checkpoint!r} is a folder, not a checkpoint file; pass its ckpt.npz")
+    if out is not None:
+        checkpoint.check_output_folder(out, SWEEP_FILES)
+        checkpoint.refuse_own_input([os.path.join(out, name) for name in SWEEP_FILES], [base_checkpoint])
 
 
 def _build_task(task, tokenizer, block_size, n_examples, seed):
@@ -165,8 +240,14 @@ def _saved_rows(out, settings):
     runs_path = os.path.join(out, RUNS_JSON)
     if not os.path.exists(runs_path):
         return []
-    with open(runs_path, encoding="utf-8") as f:
-        saved = json.load(f)
+    try:
+        with open(runs_path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict) or \
+                not isinstance(saved.get("runs"), list):
+            raise ValueError("expected an object with 'settings' and 'runs'")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--out: {runs_path} cannot be read back ({err}); move it away or use a new --out") from None
     changed = {k: (saved["settings"].get(k), v) for k, v in settings.items() if saved["settings"].get(k) != v}
     if changed:
         raise ValueError(f"{runs_path} holds runs made with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}); "
@@ -219,7 +300,7 @@ def _measure_run(result, base):
 
 
 def _write_runs(out, settings, rows):
-    atomic_write(os.path.join(out, RUNS_JSON), json.dumps({"settings": settings, "runs": rows}, indent=1))
+    _write_json(os.path.join(out, RUNS_JSON), {"settings": settings, "runs": rows})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -229,18 +310,23 @@ def _write_runs(out, settings, rows):
 
 def summarize_runs(rows):
     """Mean and spread over seeds of each (strategy, lr, mitigation): target_gain and forgetting,
-    with std the sample standard deviation (ddof = 1; 0 for a single seed). One dict per group."""
+    with std the sample standard deviation (ddof = 1; 0 for a single seed). One dict per group.
+    A group with a diverged seed has no mean: its means and stds are None and n_diverged counts them."""
     groups = {}
     for row in rows:
         groups.setdefault((row["strategy"], row["lr"], row["mitigation"]), []).append(row)
     out = []
     for (strategy, lr, mitigation), runs in groups.items():
+        counted = [r["trainable_params"] for r in runs if r.get("trainable_params") is not None]
+        n_diverged = sum(bool(r.get("diverged")) for r in runs)
         item = {"label": f"{strategy} lr={lr:g} {mitigation}", "strategy": strategy, "lr": lr,
-                "mitigation": mitigation, "n_seeds": len(runs), "trainable_params": runs[0]["trainable_params"]}
+                "mitigation": mitigation, "n_seeds": len(runs), "n_diverged": n_diverged,
+                "trainable_params": counted[0] if counted else None}
         for key in ("target_gain", "forgetting"):
-            values = np.array([r[key] for r in runs], dtype=np.float64)
-            item[f"{key}_mean"] = float(values.mean())
-            item[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            values = np.array([np.nan if r.get(key) is None else r[key] for r in runs], dtype=np.float64)
+            finite = not n_diverged and bool(np.isfinite(values).all())
+            item[f"{key}_mean"] = float(values.mean()) if finite else None
+            item[f"{key}_std"] = (float(values.std(ddof=1)) if len(values) > 1 else 0.0) if finite else None
         out.append(item)
     return out
 
@@ -270,8 +356,9 @@ def pareto_report(rows):
     WiSE-FT interpolation (0 < alpha < 1) of a group, each flagged Pareto-optimal or not among them all,
     plus each run's curve along its fine-tuning."""
     summary = summarize_runs(rows) + summarize_wise(rows)
-    flags = pareto_front(summary, "target_gain_mean", "forgetting_mean")
-    points = [{**item, "pareto_optimal": flag} for item, flag in zip(summary, flags)]
+    measured = [item for item in summary if item["target_gain_mean"] is not None and item["forgetting_mean"] is not None]
+    flags = dict(zip(map(id, measured), pareto_front(measured, "target_gain_mean", "forgetting_mean")))
+    points = [{**item, "pareto_optimal": flags.get(id(item), False)} for item in summary]  # diverged: never optimal
     return {
         "sign_convention": "forgetting = source loss after - before (>0 forgot); target_gain > 0 = learned",
         "points": points,
@@ -284,9 +371,14 @@ def format_table(summary, first="strategy  lr  mitigation"):
     """A readable table of a sweep: one line per (strategy, lr, mitigation), mean +- std over seeds."""
     lines = [f"{first:<38} {'seeds':>5} {'target gain':>18} {'forgetting':>18}  {'trainable':>10}"]
     for s in summary:
+        trainable = "-" if s.get("trainable_params") is None else f"{s['trainable_params']:,}"
+        if s.get("n_diverged") or s["target_gain_mean"] is None or s["forgetting_mean"] is None:  # no mean
+            said = f"diverged ({s['n_diverged']}/{s['n_seeds']})" if s.get("n_diverged") else "not finite"
+            lines.append(f"{s['label']:<38} {s['n_seeds']:>5} {said:>18} {said:>18}  {trainable:>10}")
+            continue
         lines.append(f"{s['label']:<38} {s['n_seeds']:>5} "
                      f"{s['target_gain_mean']:>+9.4f} ±{s['target_gain_std']:<7.4f} "
-                     f"{s['forgetting_mean']:>+9.4f} ±{s['forgetting_std']:<7.4f}  {s['trainable_params']:>10,}")
+                     f"{s['forgetting_mean']:>+9.4f} ±{s['forgetting_std']:<7.4f}  {trainable:>10}")
     return "\n".join(lines)
 
 

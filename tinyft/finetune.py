@@ -7,8 +7,8 @@ Map of this file:
   3. Classification   ClassifierHead and ClassifierModel: a new head on pooled hidden states
   4. The loop         FinetuneConfig; Hook (mix_batch, penalty, after_step: how forgetting.py's mitigations
                       and callbacks plug in); _training_step (batch -> forward -> loss -> backward -> clip
-                      -> step, as pretrain's); finetune(...) -> FinetuneResult (lp_ft: a probe phase, then
-                      a full phase); save_finetuned / load_finetuned
+                      -> NaN/inf check -> step, as pretrain's); finetune(...) -> FinetuneResult (lp_ft: a
+                      probe phase, then a full phase); save_finetuned / load_finetuned
 LoRA lives in lora.py, WiSE-FT in forgetting.py, the baselines and the cost of a run in baselines.py,
 `python -m tinyft finetune` in cli.py.
 Papers: BitFit (Ben Zaken et al. 2022), LP-FT (Kumar et al. 2022), discriminative fine-tuning / layer-wise
@@ -16,14 +16,14 @@ lr (Howard & Ruder 2018). Lecture note: docs/finetuning.md."""
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from . import checkpoint, optim
+from . import checkpoint, kernels, optim
 from . import functional as F
 from .autograd import manual_seed, no_grad, rng_preserved
 from .lora import (
@@ -36,7 +36,14 @@ from .lora import (
     merged_state_dict,
 )
 from .nn import GPT, GPTConfig, Linear, Module, Parameter
-from .pretrain import check_out_dir, write_history
+from .pretrain import (
+    check_out_dir,
+    deferred_interrupt,
+    far_above_warning,
+    progress_bar,
+    quiet_float_warnings,
+    write_history,
+)
 from .tasks import check_task_vocabulary
 
 STRATEGIES = ("full", "head", "last_k", "embeddings_frozen", "bitfit", "layernorm", "lora", "lp_ft")
@@ -358,9 +365,18 @@ class FinetuneConfig:
         for name in ("steps", "warmup_steps", "lp_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "head_lr", "layer_decay", "weight_decay", "grad_clip", "lora_alpha", "label_noise",
+                     "imbalance"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if not self.lr > 0 or not self.grad_clip > 0 or self.weight_decay < 0:
             raise ValueError(f"need lr > 0, grad_clip > 0, weight_decay >= 0; got {self.lr}, {self.grad_clip}, "
                              f"{self.weight_decay}")
+        if self.head_lr is not None and not self.head_lr > 0 or not self.layer_decay > 0:
+            raise ValueError(f"need head_lr > 0 (or None) and layer_decay > 0, got {self.head_lr}, {self.layer_decay}")
+        if self.seed < 0 or self.k < 1:
+            raise ValueError(f"need seed >= 0 and k >= 1, got {self.seed}, {self.k}")
         if self.classifier not in ("label_tokens", "head"):
             raise ValueError(f"classifier must be 'label_tokens' or 'head', got {self.classifier!r}")
         if self.lora_save not in ("adapter", "merged"):
@@ -526,24 +542,42 @@ def _hooks(mitigations, callback):
     return [*mitigations, callback if isinstance(callback, Hook) else StepCallback(callback)]
 
 
-def _training_step(model, task, optimizer, params, hooks, batch_rng, batch_size, grad_clip):
-    """One step, as pretrain's: batch -> forward -> loss (+ the hooks' penalties) -> backward -> clip -> step.
-    Returns the task loss, the summed penalties, the gradient norm before clipping and the batch's tokens."""
-    x, y = task.batch("train", batch_size, batch_rng)  # (B, T) int64 each
-    for hook in hooks:
-        x, y = hook.mix_batch(x, y, batch_rng)  # replay: source-domain rows into the batch
+def _training_step(run, optimizer, params, phase, lr):
+    """One step, as pretrain's: batch -> forward -> loss (+ the hooks' penalties) -> backward -> clip -> check
+    -> step, then its history row (returned; the caller adds the evaluation to it).
+
+    A NaN or inf objective or gradient norm raises optim.DivergenceError before the update, so the weights
+    stay as the last good step left them. The update and the row happen with Ctrl-C held (deferred_interrupt):
+    an interrupted run never holds half an update, nor a step done but missing from its history."""
+    t0 = time.perf_counter()
+    model, config = run.model, run.config
+    x, y = run.task.batch("train", config.batch_size, run.batch_rng)  # (B, T) int64 each
+    for hook in run.hooks:
+        x, y = hook.mix_batch(x, y, run.batch_rng)  # replay: source-domain rows into the batch
     _, loss = model(x, y)  # forward; loss = mean cross-entropy over counted positions
     objective, penalty_total = loss, 0.0
-    for hook in hooks:
+    for hook in run.hooks:
         penalty = hook.penalty(model)  # EWC / L2-SP: a pull toward the pretrained weights
         if penalty is not None:
             objective = objective + penalty
             penalty_total += penalty.item()
     optimizer.zero_grad()
     objective.backward()  # backward: gradients reach only parameters with requires_grad
-    grad_norm = optim.clip_grad_norm(params, grad_clip)  # clip
-    optimizer.step()  # step: frozen parameters are not in the optimizer at all
-    return loss.item(), penalty_total, grad_norm, x.size
+    grad_norm = optim.clip_grad_norm(params, config.grad_clip)  # clip
+    loss_value = loss.item()
+    optim.check_step_finite(run.step + 1, objective.item(), grad_norm, run.last_finite_loss, lr)  # before the update
+    with deferred_interrupt():
+        optimizer.step()  # step: frozen parameters are not in the optimizer at all
+        run.step += 1
+        run.train_seconds += time.perf_counter() - t0
+        run.tokens += x.size
+        row = {"step": run.step, "phase": phase, "train_loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+               "time_s": run.train_seconds}
+        if run.record_penalty:
+            row["penalty"] = penalty_total
+        run.history.append(row)
+    run.last_finite_loss = loss_value
+    return row
 
 
 @dataclass
@@ -562,6 +596,7 @@ class _Run:
     step: int = 0
     train_seconds: float = 0.0
     tokens: int = 0
+    last_finite_loss: float | None = None
 
 
 def _optimizer(model, config):
@@ -577,28 +612,17 @@ def _run_phase(run, phase, steps, optimizer):
     warmup = min(config.warmup_steps, steps)
     val_key = f"val_{task.metric}"
     for phase_step in range(steps):
-        t0 = time.perf_counter()
         lr = optim.cosine_schedule(phase_step, config.lr, warmup, steps, config.lr / 10)
         optim.set_lr(optimizer, lr)  # schedule (each group: lr * its lr_scale)
-        loss, penalty, grad_norm, tokens = _training_step(model, task, optimizer, params, run.hooks, run.batch_rng,
-                                                          config.batch_size, config.grad_clip)
-        run.step += 1
-        dt = time.perf_counter() - t0
-        run.train_seconds += dt
-        run.tokens += tokens
-        row = {"step": run.step, "phase": phase, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
-               "time_s": run.train_seconds}
-        if run.record_penalty:
-            row["penalty"] = penalty
-        if run.step % config.eval_every == 0 or run.step == run.total_steps:  # evaluate
+        row = _training_step(run, optimizer, params, phase, lr)
+        if run.step % config.eval_every == 0 or run.step == run.total_steps:  # evaluate (Ctrl-C keeps the row)
             row[val_key] = task_metric(evaluate(model, task, "val", decode=task.metric == "exact_match"), task)
         for hook in run.hooks:
             row.update(hook.after_step(run.step, model) or {})
-        run.history.append(row)
-        postfix = {"loss": f"{loss:.3f}", "lr": f"{lr:.1e}"}
+        postfix = {"loss": f"{row['train_loss']:.3f}", "lr": f"{lr:.1e}"}
         if val_key in row:
             postfix["val"] = f"{row[val_key]:.3f}"
-        run.bar.set_postfix(postfix)
+        run.bar.set_postfix(postfix, refresh=False)
         run.bar.update(1)
 
 
@@ -614,12 +638,19 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     lp_ft runs two phases (Kumar et al. 2022): the output layer alone for lp_steps ("probe"), then every
     parameter for `steps` ("full"), from the probed head, each with its own optimizer and schedule.
     With a classification task and config.classifier == "head" the model is wrapped in a ClassifierModel.
+    The output folder (config.out) is checked before any work and must not hold base_checkpoint (a run never
+    writes over its input). A NaN or inf loss or gradient norm, in either phase, stops the run with
+    optim.DivergenceError naming the step and the last finite loss, and nothing is saved.
     """
     config = _named_after(config or FinetuneConfig(), task)
     config.validate()
     check_model_fits_task(model, task)
     splits = eval_splits(task)
     hooks = _hooks(mitigations, callback)
+    if config.out:
+        outputs = [os.path.join(config.out, CHECKPOINT_NAME), os.path.join(config.out, HISTORY_NAME)]
+        checkpoint.check_output_folder(config.out, (CHECKPOINT_NAME, HISTORY_NAME))
+        checkpoint.refuse_own_input(outputs, [base_checkpoint])
     t_start = time.perf_counter()
     manual_seed(config.seed)  # LoRA's A and a classifier head draw their initial values from it
     if getattr(task, "task_type", None) == "classification" and config.classifier == "head":
@@ -632,9 +663,14 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
 
     lp_ft = config.strategy == "lp_ft"
     total_steps = config.lp_steps + config.steps if lp_ft else config.steps
-    bar = tqdm(total=total_steps, disable=not progress, desc=f"finetune {config.strategy}", unit="step")
+    notice = kernels.first_run_notice() if total_steps else None
+    if notice:
+        log(notice)
+    bar = progress_bar(total_steps, f"finetune {config.strategy}", progress)
     run = _Run(model, task, config, hooks, np.random.default_rng(config.seed), bar, total_steps, bool(mitigations))
     optimizer, probed_head, interrupted = None, None, False
+    quiet = quiet_float_warnings()
+    quiet.__enter__()  # until the loop ends: check_step_finite reports a NaN or inf, naming its step
     try:
         if lp_ft:  # phase 1, the linear probe: apply_strategy left only the output layer trainable
             optimizer = _optimizer(model, config)
@@ -646,11 +682,22 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     except KeyboardInterrupt:
         interrupted = True
         log(f"interrupted at step {run.step}; evaluating and saving what was trained so far")
+    except optim.DivergenceError as err:
+        phase = f" ({'probe' if run.step < config.lp_steps else 'full'} phase of lp_ft)" if lp_ft else ""
+        saved = f"; nothing was saved to {config.out}" if config.out else ""
+        raise optim.DivergenceError(f"{err}{phase}{saved}", step=err.step, loss=err.loss, grad_norm=err.grad_norm,
+                                    last_finite_loss=err.last_finite_loss, lr=err.lr) from None
     finally:
+        quiet.__exit__(None, None, None)
         bar.close()
 
     after = {split: evaluate(model, task, split) for split in splits}
     log(f"after:  {task.metric} " + ", ".join(f"{s} {task_metric(after[s], task):.4f}" for s in splits))
+    if run.history:
+        recent = [row["train_loss"] for row in run.history[-10:]]
+        warning = far_above_warning(float(np.mean(recent)), run.history[0]["train_loss"], lr=config.lr)
+        if warning:
+            log(warning)
     wall_s = time.perf_counter() - t_start
     if lp_ft:
         report = dataclasses.replace(report, note=f"{report.note}; {report.trainable_params:,} params in the probe "

@@ -60,8 +60,12 @@ def source_loss(model, source_batches):
 
 
 def perplexity(loss):
-    """exp(loss): the number of equally likely tokens the model is as unsure as (loss in nats/token)."""
-    return float(math.exp(loss))
+    """exp(loss): the number of equally likely tokens the model is as unsure as (loss in nats/token).
+    inf when exp overflows (a loss above ~709 nats, as after a blow-up), NaN for a NaN loss."""
+    try:
+        return math.exp(float(loss))
+    except OverflowError:
+        return float("inf")
 
 
 def source_data(ckpt):

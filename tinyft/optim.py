@@ -7,7 +7,8 @@ Map of this file:
                           is the textbook formula line by line (the Numba loop computes the same in one pass)
   3. param_groups_for_weight_decay   decay on Linear weights only (no biases, LayerNorm, embeddings)
   4. Schedules            cosine_schedule (linear warmup, then cosine), set_lr, LRScheduler
-  5. clip_grad_norm       rescale all gradients together when their global L2 norm is too large
+  5. clip_grad_norm       rescale all gradients together when their global L2 norm is too large;
+                          check_step_finite / DivergenceError: the loops stop at a NaN or inf, before the update
 Semantics follow torch.optim (SGD, Adam, AdamW); Adam: Kingma & Ba 2015; AdamW: Loshchilov & Hutter 2019.
 docs/optim.md derives the formulas.
 """
@@ -407,3 +408,37 @@ def clip_grad_norm(params, max_norm):
         for g in grads:
             g *= scale
     return total
+
+
+class DivergenceError(ValueError):
+    """Training met a non-finite loss or gradient norm: the loop stopped before that step's update.
+
+    step (the step that failed, counted from 1), loss, grad_norm, last_finite_loss (None if the very first
+    step failed) and lr are kept as attributes; the loops add to the message where the last good model is.
+    """
+
+    def __init__(self, message, step=None, loss=None, grad_norm=None, last_finite_loss=None, lr=None):
+        super().__init__(message)
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
+        self.last_finite_loss, self.lr = last_finite_loss, lr
+
+
+def check_step_finite(step, loss, grad_norm, last_finite_loss=None, lr=None):
+    """Raise DivergenceError unless loss and grad_norm are finite numbers (call it between clip and step).
+
+    A NaN or inf spreads: one update with it makes every weight NaN, and every later loss NaN. Checking the
+    loss and the gradient norm (one number each, already computed) catches it at the step it first appears,
+    before the optimizer writes it into the weights, as Optimizer(check_finite=True) does per gradient.
+    """
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    last = "none (the first step failed)" if last_finite_loss is None else f"{last_finite_loss:.4f}"
+    at_lr = f" at lr {lr:g}" if lr is not None else ""
+    raise DivergenceError(f"training diverged at step {step}{at_lr}: loss {loss}, gradient norm {grad_norm} "
+                          f"(last finite loss {last}); lower the learning rate",
+                          step=step, loss=loss, grad_norm=grad_norm, last_finite_loss=last_finite_loss, lr=lr)
+
+
+def all_finite(params):
+    """True when every value of every parameter is finite (checked before a checkpoint is written)."""
+    return all(bool(np.isfinite(p.data).all()) for p in params)

@@ -5,8 +5,11 @@ Map of this file:
   prepare_data(...)     text -> tokenizer -> ids -> train / validation split, plus the baselines to beat
   estimate_loss(...)    mean loss on fixed validation batches (the same batches every time)
   pretrain(...)         the loop: batch -> forward -> loss -> backward -> clip -> step -> schedule,
-                        with evaluation, checkpoints (also on Ctrl-C) and bit-identical resume;
+                        with evaluation, checkpoints (also on Ctrl-C) and bit-identical resume; it stops at
+                        a NaN/inf naming the step (optim.DivergenceError) and never saves a diverged model;
                         init_from: continued (domain-adaptive) pretraining from a checkpoint's weights
+  helpers the loops share   check_out_dir, write_history, progress_bar (quiet in logs), deferred_interrupt,
+                        quiet_float_warnings, far_above_warning
   course_model(preset)  the course's shared base models ("tiny", "base", "large"), pretrained once, cached
 The command line (`python -m tinyft pretrain`) is in cli.py.
 Recipe after nanoGPT's train.py (AdamW, warmup + cosine, clipping), rewritten to be read top to bottom.
@@ -16,13 +19,17 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, optim
+from . import checkpoint, data, kernels, optim
 from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
 from .nn import GELU_KINDS, GPT, GPTConfig
 from .tasks import MAX_UNKNOWN_FRACTION
@@ -50,7 +57,7 @@ class PretrainConfig:
     batch_size: int = 16
     lr: float = 2e-3
     min_lr: float = 2e-4
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: min(100, steps // 10), so a short run still warms up and decays
     steps: int = 2000
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -62,23 +69,38 @@ class PretrainConfig:
     seed: int = 0
     out: str = "runs/pretrain"
 
+    def warmup(self):
+        """The warmup steps this run uses: warmup_steps, or min(100, steps // 10) when it is None."""
+        return min(100, self.steps // 10) if self.warmup_steps is None else self.warmup_steps
+
     def validate(self):
+        """ValueError naming the first bad field; called before any work (nothing is read or written yet)."""
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "steps", "eval_every",
                      "eval_batches", "checkpoint_every", "bpe_vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        for name in ("lr", "min_lr", "dropout", "weight_decay", "grad_clip"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if not 0.0 <= self.dropout < 1.0 or self.weight_decay < 0:
+            raise ValueError(f"need 0 <= dropout < 1 and weight_decay >= 0, got {self.dropout}, {self.weight_decay}")
+        check_corpus(self.corpus)
         if self.gelu not in GELU_KINDS:
             raise ValueError(f"gelu must be one of {', '.join(map(repr, GELU_KINDS))}, got {self.gelu!r}")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
-        if self.warmup_steps > self.steps:
+        if self.tokenizer == "bpe" and self.bpe_vocab_size < 256:
+            raise ValueError(f"bpe_vocab_size must be at least 256 (the 256 byte ids), got {self.bpe_vocab_size}")
+        if self.warmup_steps is not None and self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps}); "
-                             f"pass a smaller --warmup-steps, e.g. {self.steps // 10}")
-        if self.warmup_steps < 0 or self.grad_clip <= 0:
+                             f"pass a smaller --warmup-steps, e.g. {self.steps // 10}, or leave it out")
+        if self.warmup() < 0 or self.grad_clip <= 0:
             raise ValueError(f"need warmup_steps >= 0 and grad_clip > 0, got {self.warmup_steps}, {self.grad_clip}")
         if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
             raise ValueError(f"sample_prompt must be a non-empty string (the text the sample continues), got "
@@ -97,11 +119,26 @@ class PretrainConfig:
 # ----------------------------------------------------------------------------------------------------
 
 
+def check_corpus(corpus):
+    """ValueError unless `corpus` is a corpus name (data.CORPORA, data.DOWNLOADS) or an existing path."""
+    if not isinstance(corpus, (str, os.PathLike)) or not os.fspath(corpus):
+        raise ValueError(f"--corpus must be a corpus name or a path, got {corpus!r}")
+    if os.fspath(corpus) in data.CORPORA or os.fspath(corpus) in data.DOWNLOADS or os.path.exists(corpus):
+        return
+    names = ", ".join(list(data.CORPORA) + list(data.DOWNLOADS))
+    raise ValueError(f"--corpus {os.fspath(corpus)!r}: no such file or folder, and not a corpus name; pass your own "
+                     f"text file or folder, or one of {names}")
+
+
 def load_corpus_text(corpus):
     """A corpus name from data.CORPORA, or a path to a text file or folder of the user's."""
-    if os.path.exists(corpus):
+    check_corpus(corpus)
+    if not os.path.exists(corpus):
+        return data.load_corpus(corpus)
+    try:
         return data.load_text(corpus)
-    return data.load_corpus(corpus)
+    except ValueError as err:  # empty, binary, not UTF-8, a folder without text files: say which flag
+        raise ValueError(f"--corpus: {err}") from None
 
 
 def build_tokenizer(kind, text, bpe_vocab_size=512, extra_texts=()):
@@ -124,6 +161,11 @@ def prepare_data(config, tokenizer=None):
             extra += (data.load_text(config.vocab_extra),)
         tokenizer = build_tokenizer(config.tokenizer, text, config.bpe_vocab_size, extra)
     ids = tokenizer.encode(text)  # (N,) int64
+    need = 2 * (config.block_size + 2)  # a train and a validation window, at the very least
+    if len(ids) < need:
+        raise ValueError(f"--corpus {config.corpus!r} gives {len(ids):,} tokens with the {config.tokenizer} tokenizer, too "
+                         f"few for train and validation windows of block_size + 2 = {config.block_size + 2} "
+                         f"tokens (at least {need:,} are needed); use a longer text or a smaller --block-size")
     train_ids, val_ids = data.train_val_split(ids, val_fraction=0.1, seed=config.seed)
     for name, part in (("train", train_ids), ("validation", val_ids)):
         if len(part) <= config.block_size + 1:
@@ -213,13 +255,98 @@ def write_history(path, history):
 
 
 def check_out_dir(out):
-    """Create the output folder, or raise a ValueError that names it and says what to do."""
+    """Create the output folder, or raise a ValueError that names it and says what to do.
+
+    The loops call checkpoint.check_output_folder (which creates nothing) before any work, and this when
+    they first write, so a refused run leaves no empty folder behind."""
+    checkpoint.check_output_folder(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as err:
         raise ValueError(f"--out {out!r}: cannot create the folder ({err.strerror}); choose a writable folder") from None
     if not os.access(out, os.W_OK):
         raise ValueError(f"--out {out!r} is not writable; choose a folder you can write to")
+
+
+def _stderr_is_interactive():
+    if "notebook" in " ".join(c.__module__ for c in tqdm.__mro__):
+        return True  # a notebook's progress widget redraws in place: no log to flood
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def progress_bar(total, desc, enabled=True, initial=0):
+    """The loops' tqdm bar. In a terminal (or a notebook) it redraws in place as usual. When standard error
+    is a file or a pipe (CI, nohup, `2> log`) every redraw becomes a line of the log, so the bar then draws
+    at a fixed sparse cadence: about ten lines per run (every tenth of the steps), whatever the speed.
+    Loops pass their postfix with refresh=False, so it shows at the next drawing instead of forcing one."""
+    if not enabled:
+        return tqdm(total=total, initial=initial, disable=True)
+    if _stderr_is_interactive():
+        return tqdm(total=total, initial=initial, desc=desc, unit="step")
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", miniters=max(1, total // 10), mininterval=0,
+                maxinterval=float("inf"))
+
+
+class deferred_interrupt:
+    """Context manager: a Ctrl-C (SIGINT) that arrives inside the block is held and raised at its end.
+
+    The loops put the optimizer update and its bookkeeping (the step counter, the history row) inside, so a
+    Ctrl-C never leaves half the weights updated or a step done but not counted: it lands before the update
+    (the step is redone on resume) or after the row (the step is kept). Only the main thread can catch
+    signals; elsewhere, or when the program set its own SIGINT handler, it does nothing."""
+
+    def __enter__(self):
+        self.pending, self.previous = False, None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.pending = True
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.pending and exc_type is None:
+            raise KeyboardInterrupt
+        return False
+
+
+class quiet_float_warnings:
+    """Context manager: hides NumPy's "overflow / invalid value / divide by zero encountered" RuntimeWarnings,
+    in every thread (the kernels' helper threads too). The loops use it: check_step_finite then reports the
+    first NaN or inf once, naming its step, instead of a screen of warnings that name none."""
+
+    def __enter__(self):
+        self.catcher = warnings.catch_warnings()
+        self.catcher.__enter__()
+        warnings.filterwarnings("ignore", r".*(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
+        return self
+
+    def __exit__(self, *exc):
+        self.catcher.__exit__(*exc)
+        return False
+
+
+FAR_ABOVE_NATS = 1.0  # a run that ends this far above where it started has gone wrong (the lr, mostly)
+
+
+def far_above_warning(final, start, unigram=None, lr=None):
+    """A warning (str) when a run ended far above its starting loss or twice its unigram baseline, else None."""
+    if not (math.isfinite(final) and math.isfinite(start)):
+        return None
+    worse_than_start = final > start + FAR_ABOVE_NATS
+    worse_than_unigram = unigram is not None and final > 2 * unigram
+    if not (worse_than_start or worse_than_unigram):
+        return None
+    baseline = f" and the unigram baseline {unigram:.3f}" if unigram is not None else ""
+    hint = f"; the learning rate ({lr:g}) is probably too high" if lr is not None else ""
+    return (f"warning: the run ended at loss {final:.3f} nats/token, far above where it started ({start:.3f})"
+            f"{baseline}{hint}")
 
 
 class StopAfter:
@@ -237,6 +364,9 @@ class StopAfter:
         return self.seen >= self.n
 
 
+RESUME_KEYS = ("step", "history", "batch_rng_state", "rng_state")  # what pretrain's checkpoints hold to resume
+
+
 def _resume_state(config, ckpt_path, resume):
     """The checkpoint to continue from (None for a fresh run), checked against `config`."""
     if resume not in (True, False, "auto"):
@@ -248,6 +378,15 @@ def _resume_state(config, ckpt_path, resume):
     if not os.path.exists(ckpt_path):
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
     state = checkpoint.load(ckpt_path)
+    stage = state.meta.get("stage") or ("finetune" if "finetune" in state.meta else  # older files had no stage
+                                         "pretrain" if "pretrain_config" in state.meta else None)
+    if stage != "pretrain":
+        raise ValueError(f"--resume: {ckpt_path} holds a {stage or 'non-pretraining'} checkpoint, not a pretraining "
+                         "run; --resume continues `pretrain` into the same --out. Pass the --out of a pretraining run")
+    missing = [key for key in RESUME_KEYS if key not in state.meta]
+    if missing:
+        raise ValueError(f"--resume: {ckpt_path} lacks {', '.join(missing)}, so training cannot continue from it; "
+                         "use a new --out")
     saved = state.meta.get("pretrain_config", {})
     for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "gelu", "seed", "init_from",
                 "vocab_extra"):
@@ -261,20 +400,29 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     """Pretrain a GPT as `config` says; return a PretrainResult (history for plots, final checkpoint).
 
     resume=True continues from `config.out`/ckpt.npz exactly where it stopped (weights, optimizer moments,
-    the step counter and both random generators), bit-identical to a run never interrupted; resume="auto"
-    resumes when that checkpoint exists, so a finished run returns at once (notebooks use it as a cache).
-    Ctrl-C saves a checkpoint and returns cleanly. callbacks: objects with after_step(step, model, row),
-    called after every step; one that returns True stops the run as Ctrl-C would (StopAfter(n) is one).
+    the step counter and both random generators), bit-identical to a run never interrupted (with the same
+    thread count: kernels.thread_settings); resume="auto" resumes when that checkpoint exists, so a
+    finished run returns at once (notebooks use it as a cache).
+    Ctrl-C saves a checkpoint and returns cleanly: one that lands mid-step saves the state from the start
+    of that step, one during evaluation keeps the step's history row (resume measures it again).
+    callbacks: objects with after_step(step, model, row), called after every step; one that returns True
+    stops the run as Ctrl-C would (StopAfter(n) is one).
+    A NaN or inf loss or gradient norm stops the run before that step's update with optim.DivergenceError,
+    naming the step and the last finite loss; the checkpoint on disk (the last good one) is left as it was.
+    Every setting, the output folder and the corpus are checked before any work; the folder is created
+    only when they pass.
     """
     config = config or PretrainConfig()
     config.validate()
     config, init = resolve_init_from(config)  # continued pretraining: the checkpoint's architecture wins
     _check_callbacks(callbacks)
-    check_out_dir(config.out)
     ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
-    if init is not None and os.path.exists(ckpt_path) and os.path.samefile(ckpt_path, config.init_from):
-        raise ValueError(f"--out {config.out!r} holds the checkpoint --init-from reads; choose another --out "
-                         "(pretraining never writes over its input)")
+    history_path = os.path.join(config.out, HISTORY_NAME)
+    checkpoint.check_output_folder(config.out, (CHECKPOINT_NAME, HISTORY_NAME))
+    if os.path.isfile(config.corpus):
+        checkpoint.refuse_own_input([ckpt_path, history_path], [(config.corpus, "--corpus")])
+    if init is not None:
+        checkpoint.refuse_own_input([ckpt_path, history_path], [(config.init_from, "--init-from")])
 
     # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
     state = _resume_state(config, ckpt_path, resume)
@@ -298,8 +446,11 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     val_batches = fixed_batches(prepared["val"], config.eval_batches, config.batch_size, config.block_size, seed=1234)
     history, start_step, train_seconds = [], 0, 0.0
     if state:
-        history, start_step, train_seconds = _restore(state, ckpt_path, model, optimizer, batch_rng)
+        history, start_step, train_seconds = _restore(state, ckpt_path, model, optimizer, batch_rng, log)
         log(f"resumed from {ckpt_path} at step {start_step}")
+        pending = history[-1] if history else None  # Ctrl-C hit the evaluation of the last step: measure it now
+        if pending and "val_loss" not in pending and _is_eval_step(pending["step"], config):
+            pending["val_loss"] = estimate_loss(model, val_batches)
     elif init is not None:
         added = load_initial_weights(model, init)
         log(f"continuing pretraining from {config.init_from} (step {init.meta.get('step', '?')}): its weights and "
@@ -308,46 +459,67 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
 
     params = list(model.parameters())
     tokens_per_step = config.batch_size * config.block_size
+    warmup = config.warmup()
+    saved_step = start_step if state else None  # the step of the checkpoint on disk from this run
 
     def save(step):  # everything resume needs, and the history as JSON lines beside it
+        nonlocal saved_step
+        if not optim.all_finite(params):  # never a non-finite model over a finite checkpoint
+            raise optim.DivergenceError(f"the weights hold NaN or inf after step {step}; lower the learning rate",
+                                        step=step)
+        check_out_dir(config.out)  # made at the first save: a run refused or diverged before leaves no folder
         checkpoint.save(ckpt_path, model, optimizer, step=step, tokenizer=tokenizer.to_dict(), history=history,
                         pretrain_config=dataclasses.asdict(config), batch_rng_state=batch_rng.bit_generator.state,
                         rng_state=get_rng_state(), train_seconds=train_seconds, stage="pretrain")
-        write_history(os.path.join(config.out, HISTORY_NAME), history)
+        write_history(history_path, history)
+        saved_step = step
 
     if start_step == 0:
         log(f"pretraining a {model.num_parameters():,}-parameter GPT on {config.corpus!r} "
             f"({prepared['chars']:,} characters, {len(prepared['train']):,} train / {len(prepared['val']):,} "
             f"validation tokens, {config.tokenizer} tokenizer with {tokenizer.vocab_size} ids); "
             f"unigram baseline {prepared['unigram_val_loss']:.3f} nats/token")
+    notice = kernels.first_run_notice() if start_step < config.steps else None
+    if notice:
+        log(notice)
 
     # --- 2. the loop -------------------------------------------------------------------------------
     step, interrupted = start_step, False
-    bar = tqdm(total=config.steps, initial=start_step, disable=not progress, desc="pretrain", unit="step")
+    last_finite = history[-1]["train_loss"] if history else None
+    mid_step, at_start = False, None
+    bar = progress_bar(config.steps, "pretrain", progress, initial=start_step)
+    quiet = quiet_float_warnings()
+    quiet.__enter__()  # until the loop ends: check_step_finite reports a NaN or inf, naming its step
     try:
         while step < config.steps and not interrupted:
+            at_start = (batch_rng.bit_generator.state, get_rng_state())  # resume redoes a step cut short
+            mid_step = True
             t0 = time.perf_counter()
-            lr = optim.cosine_schedule(step, config.lr, config.warmup_steps, config.steps, config.min_lr)
+            lr = optim.cosine_schedule(step, config.lr, warmup, config.steps, config.min_lr)
             optim.set_lr(optimizer, lr)  # schedule
             x, y = data.get_batch(prepared["train"], config.batch_size, config.block_size, batch_rng)  # (B, T) each
             logits, loss = model(x, y)  # forward: logits (B, T, V), loss a scalar
             optimizer.zero_grad()
             loss.backward()  # backward
             grad_norm = optim.clip_grad_norm(params, config.grad_clip)  # clip
-            optimizer.step()  # step
-            step += 1
-            dt = time.perf_counter() - t0
-            train_seconds += dt
             loss_value = loss.item()
-            row = {"step": step, "train_loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                   "tokens_per_s": tokens_per_step / dt, "time_s": train_seconds}
-            if step % config.eval_every == 0 or step == config.steps:
-                row["val_loss"] = estimate_loss(model, val_batches)  # evaluate
-            history.append(row)
+            optim.check_step_finite(step + 1, loss_value, grad_norm, last_finite, lr)  # NaN/inf: stop before the update
+            with deferred_interrupt():  # the update and its history row happen together, or not at all
+                optimizer.step()  # step
+                step += 1
+                dt = time.perf_counter() - t0
+                train_seconds += dt
+                row = {"step": step, "train_loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                       "tokens_per_s": tokens_per_step / dt, "time_s": train_seconds}
+                history.append(row)
+                mid_step = False
+            last_finite = loss_value
+            if _is_eval_step(step, config):
+                row["val_loss"] = estimate_loss(model, val_batches)  # evaluate (Ctrl-C here keeps the row)
             postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.1e}", "tok_s": f"{tokens_per_step / dt:,.0f}"}
             if "val_loss" in row:
                 postfix["val"] = f"{row['val_loss']:.3f}"
-            bar.set_postfix(postfix)
+            bar.set_postfix(postfix, refresh=False)
             bar.update(1)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 save(step)  # periodic checkpoint
@@ -355,15 +527,41 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
                 interrupted = True  # a callback asked to stop: save and return as on Ctrl-C
     except KeyboardInterrupt:
         interrupted = True
+        if mid_step:  # Ctrl-C landed inside a step, before its update: save the state from its start
+            batch_rng.bit_generator.state = at_start[0]
+            set_rng_state(at_start[1])
+    except optim.DivergenceError as err:
+        raise _kept_last_good(err, ckpt_path, saved_step, config) from None
     finally:
+        quiet.__exit__(None, None, None)
         bar.close()
     if step > start_step:  # a finished run read back (resume="auto", a cache) trained nothing: not rewritten
-        save(step)  # the last checkpoint: at the end, or where Ctrl-C stopped us
+        try:
+            save(step)  # the last checkpoint: at the end, or where Ctrl-C stopped us
+        except optim.DivergenceError as err:
+            raise _kept_last_good(err, ckpt_path, saved_step, config) from None
     if interrupted:
         log(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
 
     # --- 3. report ---------------------------------------------------------------------------------
-    return _result(config, prepared, model, history, ckpt_path, step, val_batches, train_seconds, interrupted)
+    result = _result(config, prepared, model, history, ckpt_path, step, val_batches, train_seconds, interrupted)
+    warning = far_above_warning(result.final_val_loss, history[0]["train_loss"], result.unigram_val_loss,
+                                config.lr) if history else None
+    if warning:
+        log(warning)
+    return result
+
+
+def _kept_last_good(err, ckpt_path, saved_step, config):
+    """The DivergenceError again, its message saying where the last good checkpoint is (nothing was saved)."""
+    kept = (f"the last good checkpoint, {ckpt_path} (step {saved_step}), was kept" if saved_step is not None
+            else f"no checkpoint was written (the first was due at step {min(config.checkpoint_every, config.steps)})")
+    return optim.DivergenceError(f"{err}; {kept}", step=err.step, loss=err.loss, grad_norm=err.grad_norm,
+                                 last_finite_loss=err.last_finite_loss, lr=err.lr)
+
+
+def _is_eval_step(step, config):
+    return step % config.eval_every == 0 or step == config.steps
 
 
 def _check_callbacks(callbacks):
@@ -372,11 +570,16 @@ def _check_callbacks(callbacks):
             raise ValueError(f"callbacks: each needs an after_step(step, model, row) method, got {callback!r}")
 
 
-def _restore(state, ckpt_path, model, optimizer, batch_rng):
+def _restore(state, ckpt_path, model, optimizer, batch_rng, log=print):
     """Put a checkpoint's weights, AdamW moments and both random generators back; (history, step, seconds)."""
     checkpoint.restore(ckpt_path, model, optimizer)
     batch_rng.bit_generator.state = state.meta["batch_rng_state"]
     set_rng_state(state.meta["rng_state"])
+    then, now = state.meta.get("threads"), kernels.thread_settings()
+    if then and then != now:
+        log(f"note: {ckpt_path} was trained with threads {then}, this process has {now}: the continuation may "
+            "differ in the last digits from a run that never stopped (sums split across threads can add in "
+            "another order; docs/pretraining.md)")
     return state.meta["history"], state.meta["step"], state.meta.get("train_seconds", 0.0)
 
 
@@ -546,11 +749,13 @@ def course_model(preset="base", cache_dir=None, progress=False, log=print):
     """The path of a course model's checkpoint, pretrained on first use and read back afterwards.
 
     Deterministic (seed 0, the default corpus snapshot): every student gets the same model. A finished run
-    in the cache returns at once (resume="auto"); an interrupted one continues where it stopped.
+    in the cache returns at once (resume="auto"); an interrupted one continues where it stopped. Ctrl-C
+    during its pretraining saves it and raises KeyboardInterrupt (callers never get a half-trained base).
     """
     config = course_config(preset, cache_dir)
     path = os.path.join(config.out, CHECKPOINT_NAME)
     if not os.path.exists(path):
         log(f"pretraining the course's {preset!r} model once into {config.out} (later calls read it back)")
-    pretrain(config, resume="auto", progress=progress, log=log)
+    if pretrain(config, resume="auto", progress=progress, log=log).interrupted:
+        raise KeyboardInterrupt  # a half-trained base must not stand in for the course model; rerun to continue
     return path

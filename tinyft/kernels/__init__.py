@@ -2,7 +2,8 @@
 
 Map of this package:
   _backend.py        the switch use("numba" | "numpy") / current(), the cached njit decorator, and the
-                     process settings made at import (listed at its head; TINYFT_NO_PROCESS_SETTINGS=1 skips them)
+                     process settings made at import (listed at its head; TINYFT_NO_PROCESS_SETTINGS=1 skips them);
+                     thread_settings() (recorded in checkpoints), first_run_notice() (cold compile cache)
   _math.py           vectorizable tanh and exp for float32 kernels
   layernorm.py       fused layer norm                  gelu.py           fused tanh-GELU
   cross_entropy.py   one-pass softmax cross-entropy    attention.py      fused causal attention
@@ -13,7 +14,7 @@ each kernel, the measurements behind it and how to read Numba's parallel diagnos
 """
 
 from . import adamw, attention, cross_entropy, embedding, gelu, layernorm, matmul
-from ._backend import BACKENDS, current, use
+from ._backend import BACKENDS, cache_is_cold, current, first_run_notice, thread_settings, use
 
-__all__ = ["BACKENDS", "current", "use", "adamw", "attention", "cross_entropy", "embedding", "gelu",
+__all__ = ["BACKENDS", "cache_is_cold", "current", "first_run_notice", "thread_settings", "use", "adamw", "attention", "cross_entropy", "embedding", "gelu",
            "layernorm", "matmul"]

@@ -235,6 +235,18 @@ def thread_count():
     return numba.get_num_threads()
 
 
+def thread_settings():
+    """{"numba": Numba's thread count (tinyft's own threads follow it), "blas": the BLAS libraries' largest}.
+
+    Checkpoints record it: a sum split over 2 threads may add in another order than on 1, so results can
+    differ in their last digits across thread counts (each count alone is bit-reproducible)."""
+    try:
+        blas = max((lib.num_threads for lib in _blas_controllers()), default=None)
+    except Exception:  # noqa: BLE001 - threadpoolctl could not inspect this process: record what we know
+        blas = None
+    return {"numba": thread_count(), "blas": blas}
+
+
 def run_parallel(tasks):
     """Run the callables in `tasks` on numba.get_num_threads() threads at once (the calling thread and
     sleeping helper threads it wakes), BLAS single-threaded meanwhile; each thread takes the next task
@@ -286,6 +298,33 @@ def _writable(folder):
         return True
     except OSError:
         return False
+
+
+_KERNEL_MODULES = ("adamw", "attention", "cross_entropy", "embedding", "gelu", "layernorm", "matmul")
+_notice = {"given": False}
+
+
+def cache_is_cold():
+    """True when the Numba backend will compile: its cache holds no index file (.nbi) of these kernels for
+    this Python. A cheap look at one folder (the whole NUMBA_CACHE_DIR tree when that is set)."""
+    if _current != "numba" or numba.config.DISABLE_JIT:
+        return False
+    tag = f".py{sys.version_info.major}{sys.version_info.minor}.nbi"
+    here = os.path.dirname(os.path.abspath(__file__))
+    roots = [numba.config.CACHE_DIR] if numba.config.CACHE_DIR else [os.path.join(here, "__pycache__")]
+    for root in roots:
+        for _, _, names in os.walk(root):
+            if any(name.endswith(tag) and name.split(".", 1)[0] in _KERNEL_MODULES for name in names):
+                return False
+    return True
+
+
+def first_run_notice():
+    """'compiling kernels (first run only) ...' once per process when the cache is cold, else None."""
+    if _notice["given"] or not cache_is_cold():
+        return None
+    _notice["given"] = True
+    return "compiling kernels (first run only): the first step is slow while Numba compiles them into its cache"
 
 
 def njit(parallel=False, **options):
