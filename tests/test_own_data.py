@@ -1,5 +1,5 @@
-"""Your own data as a fine-tuning task (tinyft/tasks.py: text_task, labelled_task, task_from_path,
-check_task_vocabulary; tinyft/finetune.py: the task's own name in the checkpoint, no shifted split).
+"""Your own data as a fine-tuning task (tinyft/own_data.py: text_task, labelled_task, task_from_path;
+tinyft/tasks.py: check_task_vocabulary; tinyft/finetune.py: the task's own name in the checkpoint, no shifted split).
 
 Map of this file:
   1. text_task: splits disjoint and contiguous (read back from numbered lines), sizes from the chunk formula,
@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pytest
 
-from tinyft import checkpoint, tasks
+from tinyft import checkpoint, own_data, tasks
 from tinyft.autograd import manual_seed
 from tinyft.finetune import FinetuneConfig, check_model_fits_task, finetune
 from tinyft.nn import GPT, GPTConfig
@@ -50,7 +50,7 @@ def test_text_task_splits_are_disjoint_contiguous_and_lose_nothing():
     text = numbered_lines(3000)
     tok = CharTokenizer.build(text)
     block = 32
-    task = tasks.text_task(text, tok, block, seed=3)
+    task = own_data.text_task(text, tok, block, seed=3)
     N = len(text)  # a character tokenizer: one id per character
     chunk = max(block + 1, min(4096, N // 20))  # the rule the docstring states, computed here
     n_chunks = N // chunk
@@ -74,7 +74,7 @@ def test_text_task_splits_are_disjoint_contiguous_and_lose_nothing():
 def test_text_task_is_seeded():
     text = numbered_lines(2000)
     tok = CharTokenizer.build(text)
-    a, b, c = (tasks.text_task(text, tok, 32, seed=s) for s in (0, 0, 1))
+    a, b, c = (own_data.text_task(text, tok, 32, seed=s) for s in (0, 0, 1))
     assert np.array_equal(a.val, b.val) and np.array_equal(a.test, b.test)
     assert a.info()["chunks"] != c.info()["chunks"]
 
@@ -83,12 +83,12 @@ def test_text_task_needs_three_windows_and_says_so():
     tok = CharTokenizer.build("ab\n")
     block = 16
     just_enough = ("ab\n" * 100)[:3 * (block + 1)]  # train, val and test: block + 1 tokens each
-    task = tasks.text_task(just_enough, tok, block)
+    task = own_data.text_task(just_enough, tok, block)
     assert len(task.train) == len(task.val) == len(task.test) == block + 1
     x, y = task.eval_arrays("val")
     assert x.shape == (1, block)
     with pytest.raises(ValueError, match=r"too short for block_size=16.*at least 51 tokens"):
-        tasks.text_task(just_enough[:-1], tok, block)
+        own_data.text_task(just_enough[:-1], tok, block)
 
 
 def test_text_task_reads_a_file_a_folder_or_the_text(tmp_path):
@@ -99,23 +99,23 @@ def test_text_task_reads_a_file_a_folder_or_the_text(tmp_path):
     folder.mkdir()
     (folder / "a.txt").write_text(text[:8000], encoding="utf-8")
     (folder / "b.md").write_text(text[8000:], encoding="utf-8")
-    from_file = tasks.text_task(str(tmp_path / "sql.txt"), tok, 32)
-    from_text = tasks.text_task(text, tok, 32)
+    from_file = own_data.text_task(str(tmp_path / "sql.txt"), tok, 32)
+    from_text = own_data.text_task(text, tok, 32)
     assert from_file.name == "sql" and from_text.name == "text"
     assert np.array_equal(from_file.val, from_text.val)
-    assert tasks.text_task(tmp_path / "notes", tok, 32).name == "notes"
-    assert tasks.text_task(text, tok, 32, name="my lab").name == "my lab"
+    assert own_data.text_task(tmp_path / "notes", tok, 32).name == "notes"
+    assert own_data.text_task(text, tok, 32, name="my lab").name == "my lab"
     with pytest.raises(ValueError, match="no file or folder at 'sq.txt'"):
-        tasks.text_task("sq.txt", tok, 32)  # a typo is an error, never a 6-character text
+        own_data.text_task("sq.txt", tok, 32)  # a typo is an error, never a 6-character text
 
 
 def test_shifted_is_the_other_text_whole():
     text, other = numbered_lines(600), numbered_lines(700)[-3000:]
     tok = CharTokenizer.build(text)
-    task = tasks.text_task(text, tok, 32, shifted=other)
+    task = own_data.text_task(text, tok, 32, shifted=other)
     assert np.array_equal(task.shifted, tok.encode(other))
     with pytest.raises(ValueError, match="shifted: .*fewer than block_size"):
-        tasks.text_task(text, tok, 32, shifted="line 1\n")
+        own_data.text_task(text, tok, 32, shifted="line 1\n")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_text_task_refuses_chess_notation_the_vocabulary_does_not_cover():
     share = unknown_share(tok, CHESS)
     assert share > 0.05  # the premise: chess pieces and several letters are unknown
     with pytest.raises(ValueError, match=re.escape(f"{share:.1%}") + ".*unknown.*--vocab-extra"):
-        tasks.text_task(CHESS, tok, 16)
+        own_data.text_task(CHESS, tok, 16)
 
 
 def test_a_hand_built_task_does_not_skip_the_vocabulary_check():
@@ -193,8 +193,8 @@ def files(tmp_path):
 
 def test_labelled_task_from_jsonl_and_csv_are_the_same_stratified_task(files):
     folder, rows, tok = files
-    a = tasks.labelled_task(folder / "queries.jsonl", tok, 64, seed=1)
-    b = tasks.labelled_task(str(folder / "queries.csv"), tok, 64, seed=1)
+    a = own_data.labelled_task(folder / "queries.jsonl", tok, 64, seed=1)
+    b = own_data.labelled_task(str(folder / "queries.csv"), tok, 64, seed=1)
     assert a.name == b.name == "queries" and a.task_type == "classification"
     for split in ("train", "val", "test"):
         assert [(e.text, e.label) for e in a._split(split)] == [(e.text, e.label) for e in b._split(split)]
@@ -219,7 +219,7 @@ def test_labelled_task_drops_duplicates_and_renames_clashing_labels(tmp_path):
     rows += [{"text": "great film number 3", "label": "pending"}]  # a duplicate text, another label
     write_jsonl(tmp_path / "reviews.jsonl", rows)
     tok = CharTokenizer.build(json.dumps(rows) + "\n: AB")
-    task = tasks.labelled_task(tmp_path / "reviews.jsonl", tok, 64)
+    task = own_data.labelled_task(tmp_path / "reviews.jsonl", tok, 64)
     info = task.info()
     assert info["duplicates_dropped"] == 1 and info["duplicates_with_another_label"] == 1
     assert info["label_names"] == {"pending": "A", "positive": "B"}  # "p" twice: one token cannot name both
@@ -238,28 +238,28 @@ def test_bad_labelled_files_are_refused_naming_the_line(tmp_path, content, suffi
     path = tmp_path / f"bad{suffix}"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(message)):
-        tasks.labelled_task(path, CharTokenizer.build(content + "\n: "), 64)
+        own_data.labelled_task(path, CharTokenizer.build(content + "\n: "), 64)
 
 
 def test_labelled_shifted_must_use_known_labels_and_a_few_examples_leave_val_empty(files):
     folder, rows, tok = files
     write_jsonl(folder / "other.jsonl", [{"text": "DROP TABLE t;", "label": "drop"}])
     with pytest.raises(ValueError, match=r"shifted: labels \['drop'\]"):
-        tasks.labelled_task(folder / "queries.jsonl", tok, 64, shifted=folder / "other.jsonl")
+        own_data.labelled_task(folder / "queries.jsonl", tok, 64, shifted=folder / "other.jsonl")
     write_jsonl(folder / "other.jsonl", [{"text": "SELECT 1;", "label": "select"}])
-    task = tasks.labelled_task(folder / "queries.jsonl", tok, 64, shifted=folder / "other.jsonl")
+    task = own_data.labelled_task(folder / "queries.jsonl", tok, 64, shifted=folder / "other.jsonl")
     assert [e.text for e in task.shifted] == ["SELECT 1;"]
     write_jsonl(folder / "tiny.jsonl", rows[:4] + rows[-4:])  # 4 per class: round(0.4) = 0 for val
     with pytest.raises(ValueError, match="val split empty"):
-        tasks.labelled_task(folder / "tiny.jsonl", tok, 64)
+        own_data.labelled_task(folder / "tiny.jsonl", tok, 64)
 
 
 def test_task_from_path_decides_by_extension_or_by_labelled(files):
     folder, rows, tok = files
-    assert tasks.task_from_path(folder / "queries.csv", tok, 64).task_type == "classification"
+    assert own_data.task_from_path(folder / "queries.csv", tok, 64).task_type == "classification"
     (folder / "queries.txt").write_text((folder / "queries.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
-    assert tasks.task_from_path(folder / "queries.txt", tok, 16).task_type == "lm"
-    assert tasks.task_from_path(folder / "queries.txt", tok, 64, labelled=True).task_type == "classification"
+    assert own_data.task_from_path(folder / "queries.txt", tok, 16).task_type == "lm"
+    assert own_data.task_from_path(folder / "queries.txt", tok, 64, labelled=True).task_type == "classification"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def tiny_gpt(vocab_size, block_size=32):
 def test_the_checkpoint_records_the_tasks_own_name_never_a_default(tmp_path):
     text = numbered_lines(400)
     tok = CharTokenizer.build(text)
-    task = tasks.text_task(text, tok, 32, name="sql")
+    task = own_data.text_task(text, tok, 32, name="sql")
     config = FinetuneConfig(steps=2, batch_size=2, eval_every=2, warmup_steps=1, out=str(tmp_path / "ft"))
     assert config.task is None
     result = finetune(tiny_gpt(tok.vocab_size), task, config, progress=False, log=quiet, tokenizer=tok)
@@ -289,7 +289,7 @@ def test_the_checkpoint_records_the_tasks_own_name_never_a_default(tmp_path):
 
 def test_a_labelled_task_fine_tunes_with_label_tokens_and_with_a_new_head(files):
     folder, rows, tok = files
-    task = tasks.labelled_task(folder / "queries.jsonl", tok, 64, shifted=folder / "queries.csv")
+    task = own_data.labelled_task(folder / "queries.jsonl", tok, 64, shifted=folder / "queries.csv")
     for classifier in ("label_tokens", "head"):
         config = FinetuneConfig(steps=2, batch_size=4, eval_every=2, warmup_steps=1, classifier=classifier, out=None)
         result = finetune(tiny_gpt(tok.vocab_size, 64), task, config, progress=False, log=quiet)

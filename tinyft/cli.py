@@ -8,7 +8,7 @@ Map of this file:
   claims      add_claims_arguments, run_claims_cli          (claims.py: every claim over seeds, with intervals)
   export      add_export_arguments, run_export_cli          (export.py: to nanoGPT's ckpt.pt or safetensors)
   import      add_import_arguments, run_import_cli          (export.py: from nanoGPT's ckpt.pt or safetensors)
-  your data   add_data_arguments, task_for_cli              (tasks.task_from_path: finetune/forgetting --data)
+  your data   add_data_arguments, task_for_cli              (own_data.task_from_path: finetune/forgetting --data)
   checks      ARGUMENT_RULES (one rule per flag), check_arguments(command, args), check_input_file: every
               argument is checked before any work, and an output never replaces an input
   build_parser, main: one subcommand each; bad input prints one line `error: ...` and exits with 2 (a diverged
@@ -38,7 +38,8 @@ from .forgetting import MITIGATIONS
 from .lora import LORA_TARGETS
 from .optim import DivergenceError
 from .pretrain import PretrainConfig, pretrain
-from .tasks import TASKS, build_task, task_from_path
+from .own_data import task_from_path
+from .tasks import TASKS, build_task
 from .tokenizers import tokenizer_from_dict
 
 
@@ -219,7 +220,7 @@ def check_data_paths(args):
 
 
 def task_for_cli(args, tokenizer, block_size, seed, n_examples=1000):
-    """The task a command asks for: --data (tasks.task_from_path) or --task (build_task, 'code' by default)."""
+    """The task a command asks for: --data (own_data.task_from_path) or --task (build_task, 'code' by default)."""
     check_task_arguments(args)
     if args.data is not None:
         return task_from_path(args.data, tokenizer, block_size, shifted=args.shifted_data,
