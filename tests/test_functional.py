@@ -408,7 +408,7 @@ FUNCTIONAL_OPS = {
 
 FUNCTIONAL_OPS_READ = {  # op -> the leaves (x, w) it reads, each of which must get a gradient
     "linear": "xw", "softmax": "x", "log_softmax": "x", "cross_entropy": "x", "layer_norm": "xw", "gelu": "x",
-    "embedding": "w", "dropout": "x", "where": "xw", "where_scalar_first": "x", "where_scalar_second": "x",
+    "gelu_exact": "x", "erf": "x", "embedding": "w", "dropout": "x", "where": "xw", "where_scalar_first": "x", "where_scalar_second": "x",
     "masked_fill": "x", "attention": "x",
 }
 

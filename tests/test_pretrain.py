@@ -111,7 +111,7 @@ def unwritable_folder(tmp_path):
 def test_out_that_cannot_be_created_is_a_clear_error_for_every_user(tmp_path):
     blocker = tmp_path / "a_file"  # a regular file as the parent: no user, root included, can make the folder
     blocker.write_text("x")
-    with pytest.raises(ValueError, match=r"--out .*a_file.*cannot create the folder.*writable"):
+    with pytest.raises(ValueError, match=r"--out .*a_file.*cannot be created.*is a file, not a folder"):
         pretrain(tiny_config(blocker / "run"), progress=False, log=quiet)
 
 
