@@ -416,46 +416,21 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     config.validate()
     config, init = resolve_init_from(config)  # continued pretraining: the checkpoint's architecture wins
     _check_callbacks(callbacks)
-    ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
-    history_path = os.path.join(config.out, HISTORY_NAME)
-    checkpoint.check_output_folder(config.out, (CHECKPOINT_NAME, HISTORY_NAME))
-    if os.path.isfile(config.corpus):
-        checkpoint.refuse_own_input([ckpt_path, history_path], [(config.corpus, "--corpus")])
-    if init is not None:
-        checkpoint.refuse_own_input([ckpt_path, history_path], [(config.init_from, "--init-from")])
+    ckpt_path, history_path = _output_paths(config)
 
     # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
     state = _resume_state(config, ckpt_path, resume)
     manual_seed(config.seed)
-    if state:
-        tokenizer = tokenizer_from_dict(state.meta["tokenizer"])
-    else:
-        tokenizer = _initial_tokenizer(config, init)  # None: built from the corpus by prepare_data
-    prepared = prepare_data(config, tokenizer)
-    tokenizer = prepared["tokenizer"]
-    check_sample_prompt(config.sample_prompt, tokenizer)
-    if init is not None:
-        check_corpus_coverage(prepared, tokenizer, config)
-    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
-                             n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, gelu=config.gelu,
-                             bias=GPTConfig.from_dict(init.config).bias if init is not None else True)
-    model = GPT(model_config)
+    tokenizer, prepared = _tokenizer_and_data(config, state, init)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
+                          n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, gelu=config.gelu,
+                          bias=GPTConfig.from_dict(init.config).bias if init is not None else True))
     optimizer = optim.AdamW(optim.param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
                             betas=(0.9, 0.95))
     batch_rng = np.random.default_rng(config.seed)  # draws the training windows
     val_batches = fixed_batches(prepared["val"], config.eval_batches, config.batch_size, config.block_size, seed=1234)
-    history, start_step, train_seconds = [], 0, 0.0
-    if state:
-        history, start_step, train_seconds = _restore(state, ckpt_path, model, optimizer, batch_rng, log)
-        log(f"resumed from {ckpt_path} at step {start_step}")
-        pending = history[-1] if history else None  # Ctrl-C hit the evaluation of the last step: measure it now
-        if pending and "val_loss" not in pending and _is_eval_step(pending["step"], config):
-            pending["val_loss"] = estimate_loss(model, val_batches)
-    elif init is not None:
-        added = load_initial_weights(model, init)
-        log(f"continuing pretraining from {config.init_from} (step {init.meta.get('step', '?')}): its weights and "
-            f"tokenizer" + (f", plus {added} new characters from {config.vocab_extra}" if added else "")
-            + "; a fresh optimizer and schedule")
+    history, start_step, train_seconds = _starting_point(config, state, init, ckpt_path, model, optimizer,
+                                                         batch_rng, val_batches, log)
 
     params = list(model.parameters())
     tokens_per_step = config.batch_size * config.block_size
@@ -474,14 +449,7 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
         write_history(history_path, history)
         saved_step = step
 
-    if start_step == 0:
-        log(f"pretraining a {model.num_parameters():,}-parameter GPT on {config.corpus!r} "
-            f"({prepared['chars']:,} characters, {len(prepared['train']):,} train / {len(prepared['val']):,} "
-            f"validation tokens, {config.tokenizer} tokenizer with {tokenizer.vocab_size} ids); "
-            f"unigram baseline {prepared['unigram_val_loss']:.3f} nats/token")
-    notice = kernels.first_run_notice() if start_step < config.steps else None
-    if notice:
-        log(notice)
+    _announce(config, model, tokenizer, prepared, start_step, log)
 
     # --- 2. the loop -------------------------------------------------------------------------------
     step, interrupted = start_step, False
@@ -550,6 +518,61 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     if warning:
         log(warning)
     return result
+
+
+def _output_paths(config):
+    """(checkpoint path, history path) in config.out, checked before any work: the folder can be written, and
+    neither file is the corpus or the --init-from checkpoint (a run never writes over its own input)."""
+    ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
+    history_path = os.path.join(config.out, HISTORY_NAME)
+    checkpoint.check_output_folder(config.out, (CHECKPOINT_NAME, HISTORY_NAME))
+    if os.path.isfile(config.corpus):
+        checkpoint.refuse_own_input([ckpt_path, history_path], [(config.corpus, "--corpus")])
+    if config.init_from is not None:
+        checkpoint.refuse_own_input([ckpt_path, history_path], [(config.init_from, "--init-from")])
+    return ckpt_path, history_path
+
+
+def _tokenizer_and_data(config, state, init):
+    """The tokenizer (the checkpoint's when resuming or continuing, else built from the corpus) and the
+    prepared data, with the sample prompt and (continuing) the corpus checked against the vocabulary."""
+    tokenizer = tokenizer_from_dict(state.meta["tokenizer"]) if state else _initial_tokenizer(config, init)
+    prepared = prepare_data(config, tokenizer)  # tokenizer None: built from the corpus here
+    tokenizer = prepared["tokenizer"]
+    check_sample_prompt(config.sample_prompt, tokenizer)
+    if init is not None:
+        check_corpus_coverage(prepared, tokenizer, config)
+    return tokenizer, prepared
+
+
+def _starting_point(config, state, init, ckpt_path, model, optimizer, batch_rng, val_batches, log):
+    """(history, step, seconds trained): a resumed run's, with its weights, moments and random generators put
+    back; a continued run's start from the --init-from weights; or a fresh start."""
+    if state:
+        history, start_step, train_seconds = _restore(state, ckpt_path, model, optimizer, batch_rng, log)
+        log(f"resumed from {ckpt_path} at step {start_step}")
+        pending = history[-1] if history else None  # Ctrl-C hit the evaluation of the last step: measure it now
+        if pending and "val_loss" not in pending and _is_eval_step(pending["step"], config):
+            pending["val_loss"] = estimate_loss(model, val_batches)
+        return history, start_step, train_seconds
+    if init is not None:
+        added = load_initial_weights(model, init)
+        log(f"continuing pretraining from {config.init_from} (step {init.meta.get('step', '?')}): its weights and "
+            f"tokenizer" + (f", plus {added} new characters from {config.vocab_extra}" if added else "")
+            + "; a fresh optimizer and schedule")
+    return [], 0, 0.0
+
+
+def _announce(config, model, tokenizer, prepared, start_step, log):
+    """One line on what a fresh run trains, and the first-run notice while Numba's cache is cold."""
+    if start_step == 0:
+        log(f"pretraining a {model.num_parameters():,}-parameter GPT on {config.corpus!r} "
+            f"({prepared['chars']:,} characters, {len(prepared['train']):,} train / {len(prepared['val']):,} "
+            f"validation tokens, {config.tokenizer} tokenizer with {tokenizer.vocab_size} ids); "
+            f"unigram baseline {prepared['unigram_val_loss']:.3f} nats/token")
+    notice = kernels.first_run_notice() if start_step < config.steps else None
+    if notice:
+        log(notice)
 
 
 def _kept_last_good(err, ckpt_path, saved_step, config):
