@@ -18,8 +18,8 @@ import dataclasses
 import numpy as np
 
 from .autograd import manual_seed, no_grad, rng_preserved
+from .classifier import ClassifierModel
 from .finetune import (
-    ClassifierModel,
     FinetuneConfig,
     finetune,
     gpt_of,

@@ -4,12 +4,11 @@ Map of this file:
   1. Strategies       STRATEGIES, apply_strategy(model, name) -> StrategyReport, describe_trainable(model);
                       the tied wte/lm_head and untie_head(model) ("head only" trains the output layer only)
   2. Learning rates   param_groups(model, lr, head_lr, layer_decay): per-group lr, layer-wise lr decay
-  3. Classification   ClassifierHead and ClassifierModel: a new head on pooled hidden states
-  4. The loop         FinetuneConfig; Hook (mix_batch, penalty, after_step: how forgetting.py's mitigations
+  3. The loop         FinetuneConfig; Hook (mix_batch, penalty, after_step: how forgetting.py's mitigations
                       and callbacks plug in); _training_step (batch -> forward -> loss -> backward -> clip
                       -> NaN/inf check -> step, as pretrain's); finetune(...) -> FinetuneResult (lp_ft: a
                       probe phase, then a full phase); save_finetuned / load_finetuned
-LoRA lives in lora.py, WiSE-FT in forgetting.py, the baselines and the cost of a run in baselines.py,
+LoRA lives in lora.py, the new classifier head in classifier.py, WiSE-FT in forgetting.py, the baselines and the cost of a run in baselines.py,
 `python -m tinyft finetune` in cli.py.
 Papers: BitFit (Ben Zaken et al. 2022), LP-FT (Kumar et al. 2022), discriminative fine-tuning / layer-wise
 lr (Howard & Ruder 2018). Lecture note: docs/finetuning.md."""
@@ -24,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint, kernels, optim
-from . import functional as F
 from .autograd import manual_seed, no_grad, rng_preserved
+from .classifier import ClassifierModel
 from .lora import (
     LoRAAdapters,
     LoRALinear,
@@ -35,7 +34,7 @@ from .lora import (
     lora_layers,
     merged_state_dict,
 )
-from .nn import GPT, GPTConfig, Linear, Module, Parameter
+from .nn import GPT, GPTConfig, Module, Parameter
 from .pretrain import (
     check_out_dir,
     deferred_interrupt,
@@ -249,79 +248,7 @@ def learning_rates(optimizer):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. Classification through a new head on pooled hidden states
-# ----------------------------------------------------------------------------------------------------
-
-
-class ClassifierHead(Module):
-    """logits = pool(h) W^T + b, with h (B, T, C) the GPT's final hidden states and W (n_classes, C).
-
-    pooling="mean" averages the positions 0..end of each row (a better sentence feature for a character
-    model than one position); "last" reads position `end` alone. `end` (B,) marks each row's last input token.
-    """
-
-    def __init__(self, n_embd, n_classes, pooling="mean"):
-        super().__init__()
-        if pooling not in ("mean", "last"):
-            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
-        self.pooling = pooling
-        self.proj = Linear(n_embd, n_classes)
-
-    def forward(self, h, end):  # h (B, T, C), end (B,) int
-        B, T, C = h.shape
-        positions = np.arange(T)[None, :]  # (1, T)
-        if self.pooling == "last":
-            weights = (positions == end[:, None]).astype(h.dtype)  # (B, T) one-hot
-        else:
-            weights = (positions <= end[:, None]).astype(h.dtype)
-            weights /= weights.sum(axis=1, keepdims=True)  # (B, T), rows sum to 1
-        pooled = (h * weights[:, :, None]).sum(axis=1)  # (B, C)
-        return self.proj(pooled)  # (B, n_classes)
-
-
-class ClassifierModel(Module):
-    """A GPT body plus a ClassifierHead. forward(x, y) reads the class from y, the task's LM targets:
-    in each row the one counted position (y != -1) is where the label token would be predicted, so its
-    target is the label token (its class = index in label_ids) and the position itself is the input's end."""
-
-    def __init__(self, gpt, label_ids, pooling="mean"):
-        super().__init__()
-        self.gpt = gpt
-        self.config = gpt.config
-        self.label_ids = np.asarray(label_ids, dtype=np.int64)
-        self.head = ClassifierHead(gpt.config.n_embd, len(self.label_ids), pooling)
-
-    def classes_and_ends(self, y):
-        y = np.asarray(y)
-        counted = y != -1  # (B, T)
-        if not counted.any(axis=1).all():
-            raise ValueError("ClassifierModel: every row of y needs one counted position (the label)")
-        end = counted.shape[1] - 1 - np.argmax(counted[:, ::-1], axis=1)  # (B,) last counted position
-        label_token = y[np.arange(len(y)), end]  # (B,)
-        lookup = {int(t): i for i, t in enumerate(self.label_ids)}
-        classes = np.array([lookup.get(int(t), -1) for t in label_token], dtype=np.int64)
-        if (classes < 0).any():
-            raise ValueError("ClassifierModel: a target at the label position is not one of the task's label_ids")
-        return classes, end
-
-    def forward(self, idx, targets=None):
-        """(class logits (B, n_classes), mean cross-entropy over the batch or None)."""
-        if targets is None:
-            raise ValueError("ClassifierModel needs targets (the task's y) to find where each input ends")
-        classes, end = self.classes_and_ends(targets)
-        h = self.gpt.hidden_states(idx)  # (B, T, C) after ln_f: what lm_head would read
-        logits = self.head(h, end)  # (B, n_classes)
-        return logits, F.cross_entropy(logits, classes)
-
-    @no_grad()
-    def accuracy(self, x, y):
-        logits, _ = self(x, y)
-        classes, _ = self.classes_and_ends(y)
-        return float((logits.data.argmax(axis=1) == classes).mean())
-
-
-# ----------------------------------------------------------------------------------------------------
-# 4. The loop
+# 3. The loop
 # ----------------------------------------------------------------------------------------------------
 
 SPLITS = ("val", "test", "shifted")

@@ -33,7 +33,8 @@ import numpy as np
 
 from . import checkpoint, data
 from .autograd import rng_preserved
-from .finetune import ClassifierModel, Hook, evaluate, gpt_of, untie_head
+from .classifier import ClassifierModel
+from .finetune import Hook, evaluate, gpt_of, untie_head
 from .lora import LoRALinear, is_lora_parameter
 from .nn import GPT
 from .pretrain import PretrainConfig, estimate_loss, prepare_data
