@@ -23,7 +23,8 @@ from tinyft.finetune import FinetuneConfig, finetune
 from tinyft.forgetting import perplexity
 from tinyft.kernels import _backend
 from tinyft.nn import GPT
-from tinyft.pretrain import PretrainConfig, far_above_warning, pretrain
+from tinyft.loops import far_above_warning
+from tinyft.pretrain import PretrainConfig, pretrain
 
 TIMING = ("time_s", "tokens_per_s")  # the only history fields allowed to differ between two runs
 

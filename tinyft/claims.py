@@ -36,7 +36,8 @@ from .baselines import (
 from .experiments import choose_on_validation, mean_ci, paired_difference, verdict
 from .finetune import FinetuneConfig, finetune, gpt_of
 from .forgetting import EWC, L2SP, Replay, fisher_diagonal, source_data, source_loss, wise_ft
-from .pretrain import check_out_dir, course_model, fixed_batches
+from .loops import check_out_dir
+from .pretrain import course_model, fixed_batches
 from .tasks import build_task
 
 # ====================================================================================================

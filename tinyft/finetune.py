@@ -35,7 +35,7 @@ from .lora import (
     merged_state_dict,
 )
 from .nn import GPT, GPTConfig, Module, Parameter
-from .pretrain import (
+from .loops import (
     check_out_dir,
     deferred_interrupt,
     far_above_warning,
