@@ -1,9 +1,11 @@
 """tinyft: learn how fine-tuning works by building every piece from scratch in NumPy.
 
 Layers, bottom up (imports only point down): the engine (autograd.py), differentiable ops
-(functional.py, kernels/), models (nn.py, optim.py, checkpoint.py), data (data.py, tokenizers.py,
-tasks.py), workflows (pretrain.py, lora.py, finetune.py, forgetting.py, baselines.py, experiments.py,
-demo.py), the command line (cli.py). gradcheck.py checks any gradient against finite differences.
+(functional.py, kernels/), models (nn.py, optim.py, checkpoint.py, interchange.py and export.py: to and
+from nanoGPT and safetensors), data (data.py, tokenizers.py, passages.py, tasks.py, own_data.py),
+workflows (loops.py, pretrain.py, lora.py, classifier.py, finetune.py, forgetting.py, baselines.py,
+experiments.py, claims.py, demo.py), the command line (cli.py). gradcheck.py checks any gradient against
+finite differences.
 """
 
 from . import checkpoint, functional, nn, optim
