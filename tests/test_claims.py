@@ -104,3 +104,24 @@ def test_best_lr_never_reads_test_scores():
     bench = FakeBench()
     assert bench.best_lr("order") == 1e-3
     assert set(bench.seen) == {7}  # only the tuning seed, never a reported one
+
+
+def test_docs_claims_table_is_the_committed_run():
+    """docs/claims.md's table is what format_claims_markdown prints from docs/claims.json (the full run), and
+    every verdict in that file follows from its own interval: the note cannot drift from the run."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    saved = json.loads((docs / "claims.json").read_text())
+    rows = [row for rows in saved["claims"].values() for row in rows]
+    text = (docs / "claims.md").read_text()
+    table = text.split("<!-- claims:start -->")[1].split("<!-- claims:end -->")[0].strip()
+    assert table == claims.format_claims_markdown(rows)
+    assert saved["settings"] == claims._settings_dict(claims.FULL)
+    for row in rows:
+        v = np.array(row["values"])
+        assert row["seeds"] == len(v) == 3
+        half = 4.302652730 * v.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
+        assert row["ci95"] == pytest.approx([v.mean() - half, v.mean() + half], abs=1e-9)
+        lo, hi = row["ci95"]
+        assert row["verdict"] == ("supported" if lo > 0 else "not supported" if hi < 0 else "within noise")
