@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tinyft  # noqa: E402
-from tinyft import checkpoint, interchange, optim  # noqa: E402
+from tinyft import checkpoint, export  # noqa: E402
 from tinyft.pretrain import PretrainConfig, fixed_batches, prepare_data, pretrain  # noqa: E402
 from tinyft.nn import GPT, GPTConfig  # noqa: E402
 
@@ -171,7 +171,7 @@ def native_check(torch, nanogpt, work, text, steps=30):
         pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        result = interchange.import_checkpoint(os.path.join(folder, "ckpt.pt"), os.path.join(work, "native_tinyft"))
+        result = export.import_checkpoint(os.path.join(folder, "ckpt.pt"), os.path.join(work, "native_tinyft"))
     ours = checkpoint.load_model(result["checkpoint"])
     model.eval()
     worst, largest = compare_logits(torch, model, ours, [batch() for _ in range(4)], id_shift=1)
@@ -182,7 +182,7 @@ def native_check(torch, nanogpt, work, text, steps=30):
                os.path.join(bf16, "ckpt.pt"))
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        bf = interchange.import_checkpoint(os.path.join(bf16, "ckpt.pt"), os.path.join(work, "native_bf16_tinyft"),
+        bf = export.import_checkpoint(os.path.join(bf16, "ckpt.pt"), os.path.join(work, "native_bf16_tinyft"),
                                            vocab=os.path.join(data_dir, "meta.pkl"))
     bf_state = checkpoint.load(bf["checkpoint"]).model_state
     want = {k: v.to(torch.bfloat16).float().numpy() for k, v in model.state_dict().items()}
@@ -256,7 +256,7 @@ def main():
         export_dir = os.path.join(work, f"export_{gelu}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            summary = interchange.export_nanogpt(result.checkpoint, export_dir)
+            summary = export.export_nanogpt(result.checkpoint, export_dir)
         print(f"\n== gelu={gelu}: exported to {export_dir} ({len(caught)} notes)")
         for note in summary["notes"]:
             print("  note:", note[:160])
@@ -279,7 +279,7 @@ def main():
                   f"differ by up to {entry['optimizer']['max_weight_difference_after_step']:.3g}")
             with warnings.catch_warnings(record=True):
                 warnings.simplefilter("always")
-                back = interchange.import_checkpoint(os.path.join(export_dir, "ckpt.pt"), os.path.join(work, "back"))
+                back = export.import_checkpoint(os.path.join(export_dir, "ckpt.pt"), os.path.join(work, "back"))
             entry["round_trip"] = round_trip(result.checkpoint, back["checkpoint"])
             print(f"import back: {entry['round_trip']}")
             if not args.no_scripts:
@@ -292,7 +292,7 @@ def main():
                 print("nanoGPT's train.py --init_from=resume:\n  " + "\n  ".join(scripts["train_log"][:8]))
                 with warnings.catch_warnings(record=True):
                     warnings.simplefilter("always")
-                    again = interchange.import_checkpoint(scripts["trained_ckpt"], os.path.join(work, "again"),
+                    again = export.import_checkpoint(scripts["trained_ckpt"], os.path.join(work, "again"),
                                                           vocab=os.path.join(export_dir, "meta.pkl"))
                 trained, saved = load_like_sample(torch, nanogpt, scripts["trained_ckpt"])
                 worst2, _ = compare_logits(torch, trained, checkpoint.load_model(again["checkpoint"]), batches)

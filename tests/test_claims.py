@@ -37,8 +37,11 @@ def test_claims_quick_end_to_end(cache, tmp_path, monkeypatch, capsys):
         lo, hi = row["ci95"]
         assert row["verdict"] == ("supported" if lo > 0 else "not supported" if hi < 0 else "within noise")
     # a rerun with the same settings reads the table back instead of training again
-    assert cli.main(["claims", "--quick", "--only", "C1", "--out", str(out)]) == 0
-    assert "C1: read back from" in capsys.readouterr().err
+    assert cli.main(["claims", "--quick", "--only", "C1", "--out", str(out), "--markdown"]) == 0
+    captured = capsys.readouterr()
+    assert "C1: read back from" in captured.err
+    markdown = [line for line in captured.out.splitlines() if line.startswith("| C1 |")]
+    assert len(markdown) == 2 and all(f"**{r['verdict']}**" in line for r, line in zip(table, markdown))
 
 
 @pytest.mark.parametrize("argv, message", [

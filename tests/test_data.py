@@ -42,6 +42,15 @@ def test_broad_corpus_excludes_held_out_docstrings():
     assert [line for line in distinctive if line in text] == []
 
 
+def test_live_broad_corpus_of_this_python_also_excludes_its_held_out_docstrings():
+    """The live build (this interpreter's docstrings, whatever its version) keeps the same rule."""
+    text = data.broad_corpus(live=True)
+    assert 900_000 < len(text) < 1_300_000
+    distinctive = [line for _, line in data.held_out_docs(live=True) if len(line) > 30]
+    assert len(distinctive) > 50
+    assert [line for line in distinctive if line in text] == []
+
+
 def test_held_out_docs_are_deterministic_pairs_from_held_out_modules():
     pairs = data.held_out_docs()
     assert pairs == data.held_out_docs()
@@ -91,6 +100,8 @@ def test_unknown_corpus_and_domain_names_list_the_valid_ones():
 
 def test_load_corpus_serves_every_offline_name():
     assert data.load_corpus() == data.broad_corpus()
+    assert data.load_corpus("broad-live") == data.broad_corpus(live=True)
+    assert data.load_corpus("stdlib_code-live") == data.domain_corpus("stdlib_code", live=True)
     assert data.load_corpus("stdlib_code") == data.domain_corpus("stdlib_code")
     assert data.load_corpus("stdlib_code_shifted") == data.domain_corpus("stdlib_code_shifted")
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import tinyft
-from tinyft import checkpoint, interchange, optim
+from tinyft import checkpoint, export, interchange, optim
 from tinyft.interchange import InterchangeError, InterchangeWarning, SafetensorsError
 from tinyft.nn import GPT, GPTConfig
 from tinyft.tokenizers import CharTokenizer, tokenizer_from_dict
@@ -391,13 +391,13 @@ def test_writer_refuses_what_safetensors_cannot_hold(tmp_path):
 def test_safetensors_export_then_import_gives_back_the_same_checkpoint(saved, tmp_path):
     path, model, _ = saved
     out = str(tmp_path / "model.safetensors")
-    summary = interchange.export_safetensors(path, out)
+    summary = export.export_safetensors(path, out)
     tensors, metadata, _ = interchange.read_safetensors(out)
     assert "lm_head.weight" not in tensors and len(tensors) == len(model.state_dict()) - 1  # the tie stored once
     assert metadata["format"] == "pt" and json.loads(metadata["model_args"])["n_head"] == 2
     assert metadata["gelu"] == "exact" and summary["notes"] == []
 
-    result = interchange.import_checkpoint(out, str(tmp_path / "back"))
+    result = export.import_checkpoint(out, str(tmp_path / "back"))
     back = checkpoint.load(result["checkpoint"])
     original = checkpoint.load(path)
     assert back.config == original.config and back.meta["tokenizer"] == original.meta["tokenizer"]
@@ -414,7 +414,7 @@ def test_exporting_a_tanh_model_warns_that_nanogpt_logits_will_differ(tmp_path):
     path = str(tmp_path / "tanh.npz")
     checkpoint.save(path, make_model(gelu="tanh"))
     with pytest.warns(InterchangeWarning, match="logits will differ"):
-        summary = interchange.export_safetensors(path, str(tmp_path / "tanh.safetensors"))
+        summary = export.export_safetensors(path, str(tmp_path / "tanh.safetensors"))
     assert any("tanh GELU" in note for note in summary["notes"])
 
 
@@ -434,7 +434,7 @@ def test_a_nanogpt_vocabulary_without_unk_shifts_ids_and_keeps_every_logit(tmp_p
     nano = make_model(seed=3, vocab_size=len(chars))  # stands for a model trained in nanoGPT: ids 0..V-1 = chars
     path = write_nanogpt_style(tmp_path, nano, dict(enumerate(chars)))
     with pytest.warns(InterchangeWarning, match="no <unk>"):
-        result = interchange.import_checkpoint(path, str(tmp_path / "out"))
+        result = export.import_checkpoint(path, str(tmp_path / "out"))
     assert result["config"]["gelu"] == "exact" and result["config"]["vocab_size"] == len(chars) + 1
     model = checkpoint.load_model(result["checkpoint"])
     tokenizer = tokenizer_from_dict(checkpoint.load(result["checkpoint"]).meta["tokenizer"])
@@ -458,7 +458,7 @@ def test_meta_pkl_with_a_class_inside_is_refused_without_running_it(tmp_path):
     with open(tmp_path / "meta.pkl", "wb") as f:
         pickle.dump({"vocab_size": 1, "itos": {0: "a"}, "stoi": {"a": 0}, "x": Evil()}, f)
     with pytest.raises(InterchangeError, match="refers to .*open"):
-        interchange.read_meta_pkl(str(tmp_path / "meta.pkl"))
+        export.read_meta_pkl(str(tmp_path / "meta.pkl"))
     assert not marker.exists()
 
 
@@ -474,7 +474,7 @@ def test_meta_pkl_that_is_not_a_character_vocabulary_is_refused(tmp_path, meta, 
     with open(tmp_path / "meta.pkl", "wb") as f:
         pickle.dump(meta, f)
     with pytest.raises(InterchangeError, match=message):
-        interchange.read_meta_pkl(str(tmp_path / "meta.pkl"))
+        export.read_meta_pkl(str(tmp_path / "meta.pkl"))
 
 
 def test_import_without_a_vocabulary_asks_for_one_and_writes_nothing(tmp_path):
@@ -482,34 +482,34 @@ def test_import_without_a_vocabulary_asks_for_one_and_writes_nothing(tmp_path):
     path = str(tmp_path / "w.safetensors")
     interchange.write_safetensors(path, {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"})
     with pytest.raises(InterchangeError, match="pass n_head"):
-        interchange.import_checkpoint(path, str(tmp_path / "out"))
+        export.import_checkpoint(path, str(tmp_path / "out"))
     with pytest.raises(InterchangeError, match="no vocabulary found .* pass vocab=PATH"):
-        interchange.import_checkpoint(path, str(tmp_path / "out"), n_head=2)
+        export.import_checkpoint(path, str(tmp_path / "out"), n_head=2)
     assert not os.path.exists(tmp_path / "out")
     vocab = str(tmp_path / "tok.json")
     with open(vocab, "w") as f:
         json.dump(CharTokenizer.build(TEXT).to_dict(), f)
-    result = interchange.import_checkpoint(path, str(tmp_path / "out"), n_head=2, vocab=vocab, gelu="tanh")
+    result = export.import_checkpoint(path, str(tmp_path / "out"), n_head=2, vocab=vocab, gelu="tanh")
     assert result["config"] == model.config.to_dict()
 
 
 def test_bad_arguments_are_refused_before_anything_is_written(saved, tmp_path):
     path, _, _ = saved
     st = str(tmp_path / "m.safetensors")
-    interchange.export_safetensors(path, st)
+    export.export_safetensors(path, st)
     before = sorted(os.listdir(tmp_path))
     cases = [
-        (lambda: interchange.export_safetensors(str(tmp_path / "nope.npz"), st + "2"), "no such file"),
-        (lambda: interchange.export_safetensors(path, path, overwrite=True), "is the input file"),
-        (lambda: interchange.export_safetensors(path, st), "already exists"),
-        (lambda: interchange.export_safetensors(path, str(tmp_path)), "is a folder"),
-        (lambda: interchange.export_safetensors(path, str(tmp_path / "no" / "x.safetensors")), "does not exist"),
-        (lambda: interchange.export_safetensors(st, st + "2"), "cannot export"),  # not a tinyft checkpoint
-        (lambda: interchange.import_checkpoint(path, str(tmp_path / "o")), "already a tinyft checkpoint"),
-        (lambda: interchange.import_checkpoint(st, str(tmp_path / "o"), gelu="none"), "gelu must be None or one of"),
-        (lambda: interchange.import_checkpoint(st, str(tmp_path / "o"), n_head=0), "n_head must be None"),
-        (lambda: interchange.import_checkpoint(st, path), "is a file, not a folder"),
-        (lambda: interchange.export_nanogpt(path, str(tmp_path / "o"), dataset="../x"), "plain folder name"),
+        (lambda: export.export_safetensors(str(tmp_path / "nope.npz"), st + "2"), "no such file"),
+        (lambda: export.export_safetensors(path, path, overwrite=True), "is the input file"),
+        (lambda: export.export_safetensors(path, st), "already exists"),
+        (lambda: export.export_safetensors(path, str(tmp_path)), "is a folder"),
+        (lambda: export.export_safetensors(path, str(tmp_path / "no" / "x.safetensors")), "does not exist"),
+        (lambda: export.export_safetensors(st, st + "2"), "cannot export"),  # not a tinyft checkpoint
+        (lambda: export.import_checkpoint(path, str(tmp_path / "o")), "already a tinyft checkpoint"),
+        (lambda: export.import_checkpoint(st, str(tmp_path / "o"), gelu="none"), "gelu must be None or one of"),
+        (lambda: export.import_checkpoint(st, str(tmp_path / "o"), n_head=0), "n_head must be None"),
+        (lambda: export.import_checkpoint(st, path), "is a file, not a folder"),
+        (lambda: export.export_nanogpt(path, str(tmp_path / "o"), dataset="../x"), "plain folder name"),
     ]
     for call, message in cases:
         with pytest.raises(InterchangeError, match=message):
@@ -520,14 +520,14 @@ def test_bad_arguments_are_refused_before_anything_is_written(saved, tmp_path):
 def test_import_never_writes_over_an_existing_checkpoint_unless_asked(saved, tmp_path):
     path, _, _ = saved
     st = str(tmp_path / "m.safetensors")
-    interchange.export_safetensors(path, st)
+    export.export_safetensors(path, st)
     out = tmp_path / "out"
-    interchange.import_checkpoint(st, str(out))
+    export.import_checkpoint(st, str(out))
     stamp = (out / "ckpt.npz").read_bytes()
     with pytest.raises(InterchangeError, match="already exists"):
-        interchange.import_checkpoint(st, str(out))
+        export.import_checkpoint(st, str(out))
     assert (out / "ckpt.npz").read_bytes() == stamp
-    interchange.import_checkpoint(st, str(out), overwrite=True)
+    export.import_checkpoint(st, str(out), overwrite=True)
 
 
 def test_export_nanogpt_without_torch_says_how_to_install_it(saved, tmp_path, monkeypatch):
@@ -537,9 +537,9 @@ def test_export_nanogpt_without_torch_says_how_to_install_it(saved, tmp_path, mo
     fake_pt.write_bytes(b"PK\x03\x04 a torch.save zip would start like this")
     monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" now raises ImportError
     with pytest.raises(InterchangeError, match="needs PyTorch.*pip install torch"):
-        interchange.export_nanogpt(saved[0], str(tmp_path / "nano"))
+        export.export_nanogpt(saved[0], str(tmp_path / "nano"))
     with pytest.raises(InterchangeError, match="needs PyTorch.*pip install torch"):
-        interchange.import_checkpoint(fake_pt, str(tmp_path / "o"))
+        export.import_checkpoint(fake_pt, str(tmp_path / "o"))
     assert not os.path.exists(tmp_path / "nano") and not os.path.exists(tmp_path / "o")
 
 
@@ -553,7 +553,7 @@ def test_the_safetensors_package_reads_our_file_and_we_read_its_file_bit_exactly
                                                          "(pip install safetensors, or the dev extra)")
     path, model, _ = saved
     ours = str(tmp_path / "ours.safetensors")
-    interchange.export_safetensors(path, ours)
+    export.export_safetensors(path, ours)
     loaded = st.load_file(ours)
     for name, array in model.state_dict().items():
         if name != "lm_head.weight":
@@ -579,7 +579,7 @@ def test_nanogpt_export_then_import_round_trips_weights_moments_and_vocabulary(s
     torch = pytest.importorskip("torch", reason="PyTorch is not installed; export/import of ckpt.pt needs it")
     path, model, optimizer = saved
     with pytest.warns(InterchangeWarning, match="did not decay"):  # nanoGPT decays embeddings, tinyft does not
-        summary = interchange.export_nanogpt(path, str(tmp_path / "out"))
+        summary = export.export_nanogpt(path, str(tmp_path / "out"))
     assert "--block_size=8" in summary["nanogpt_flags"] and summary["iter_num"] == 3
     ckpt = torch.load(str(tmp_path / "out" / "ckpt.pt"), map_location="cpu", weights_only=True)
     assert set(ckpt) == {"model", "optimizer", "model_args", "iter_num", "best_val_loss", "config"}
@@ -590,7 +590,7 @@ def test_nanogpt_export_then_import_round_trips_weights_moments_and_vocabulary(s
     assert meta["itos"][0] == "\ufffd" and "".join(meta["itos"][i] for i in range(1, meta["vocab_size"])) == \
         "".join(CharTokenizer.build(TEXT).chars)
 
-    result = interchange.import_checkpoint(str(tmp_path / "out" / "ckpt.pt"), str(tmp_path / "back"))
+    result = export.import_checkpoint(str(tmp_path / "out" / "ckpt.pt"), str(tmp_path / "back"))
     a, b = checkpoint.load(path), checkpoint.load(result["checkpoint"])
     assert a.config == b.config and a.meta["tokenizer"] == b.meta["tokenizer"] and b.meta["step"] == 3
     for name in a.model_state:
@@ -610,9 +610,9 @@ def test_import_of_a_compiled_bf16_checkpoint_strips_casts_and_notes(saved, tmp_
     torch.save({"model": state, "model_args": interchange.model_args_from_config(model.config), "iter_num": 7},
                str(folder / "ckpt.pt"))
     with open(folder / "meta.pkl", "wb") as f:
-        pickle.dump(interchange.char_vocabulary(CharTokenizer.build(TEXT).to_dict()), f)
+        pickle.dump(export.char_vocabulary(CharTokenizer.build(TEXT).to_dict()), f)
     with pytest.warns(InterchangeWarning, match="bfloat16 arrays .* cast to float32 exactly"):
-        result = interchange.import_checkpoint(str(folder / "ckpt.pt"), str(tmp_path / "back"))
+        result = export.import_checkpoint(str(folder / "ckpt.pt"), str(tmp_path / "back"))
     assert any("_orig_mod." in n for n in result["notes"]) and any("buffers" in n for n in result["notes"])
     back = checkpoint.load(result["checkpoint"]).model_state
     for name, array in model.state_dict().items():

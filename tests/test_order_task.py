@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from tinyft import data, tasks
+from tinyft import data, passages, tasks
 from tinyft.pretrain import PretrainConfig, prepare_data
 from tinyft.tokenizers import CharTokenizer
 
@@ -106,4 +106,4 @@ def test_passages_are_outside_the_pretraining_text(tokenizer, task):
 
 def test_shuffle_words_refuses_a_passage_with_one_distinct_word():
     with pytest.raises(ValueError, match="passage"):
-        tasks.shuffle_words("the the the", np.random.default_rng(0))
+        passages.shuffle_words("the the the", np.random.default_rng(0))

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,20 +94,33 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         pretrain(tiny_config(tmp_path, n_embd=30, n_head=4), progress=False, log=quiet)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def unwritable_folder(tmp_path):
+    """An existing folder this process may not write to, root included, or None where there is none.
+    A folder with mode 0o500 stops any other user; root ignores modes, but not a read-only file system
+    (/proc/sys on Linux, where os.access(..., W_OK) is False even for root)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        return locked
+    if os.path.isdir("/proc/sys") and not os.access("/proc/sys", os.W_OK):
+        return Path("/proc/sys")
+    return None
+
+
+def test_out_that_cannot_be_created_is_a_clear_error_for_every_user(tmp_path):
+    blocker = tmp_path / "a_file"  # a regular file as the parent: no user, root included, can make the folder
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"--out .*a_file.*cannot create the folder.*writable"):
+        pretrain(tiny_config(blocker / "run"), progress=False, log=quiet)
+
+
 def test_unwritable_out_is_a_clear_error(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    with pytest.raises(ValueError, match="writable"):
-        pretrain(tiny_config(locked), progress=False, log=quiet)
-
-
-def test_out_that_is_a_file_is_a_clear_error(tmp_path):
-    not_a_folder = tmp_path / "file"
-    not_a_folder.write_text("x")
-    with pytest.raises(ValueError, match="--out"):
-        pretrain(tiny_config(not_a_folder / "sub"), progress=False, log=quiet)
+    folder = unwritable_folder(tmp_path)
+    if folder is None:
+        pytest.skip("running as root with no read-only folder to point --out at")
+    with pytest.raises(ValueError, match=r"--out .* is not writable"):
+        pretrain(tiny_config(folder), progress=False, log=quiet)
 
 
 def test_resume_auto_trains_once_then_returns_the_finished_run(tmp_path):
@@ -127,3 +141,20 @@ def test_gelu_setting_reaches_the_model_and_its_checkpoint_and_resume_refuses_an
         pretrain(tiny_config(tmp_path, steps=4, gelu="tanh"), resume=True, progress=False, log=quiet)
     with pytest.raises(ValueError, match="gelu must be one of 'tanh', 'exact'"):
         tiny_config(tmp_path, gelu="erf").validate()
+
+
+def test_a_finished_run_read_back_is_not_rewritten(tmp_path):
+    """resume="auto" on a finished run (the course models' cache) reads the checkpoint and writes nothing."""
+    import os
+
+    from tinyft.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=2, steps=3, warmup_steps=1,
+                            eval_every=3, eval_batches=1, checkpoint_every=100, sample_tokens=5, out=str(tmp_path))
+    first = pretrain(config, progress=False, log=lambda *a: None)
+    ckpt = tmp_path / "ckpt.npz"
+    before = (ckpt.stat().st_mtime_ns, ckpt.read_bytes())
+    os.utime(ckpt, ns=(1, 1))
+    again = pretrain(config, resume="auto", progress=False, log=lambda *a: None)
+    assert ckpt.stat().st_mtime_ns == 1 and ckpt.read_bytes() == before[1]
+    assert again.steps == first.steps == 3

@@ -5,7 +5,8 @@ Map of this file:
   2. The bench  Bench: one pretrained base, its held-out source text cut into a half for choosing and a
                 half for reporting, tasks built once, fine-tuning runs remembered so claims share them
   3. Claims     claim_c1 ... claim_c11: each runs its experiment per seed and returns table rows
-  4. Running    CLAIMS (id -> claim, function), run_claims(ids, settings), format_claims(rows)
+  4. Running    CLAIMS (id -> claim, function), run_claims(ids, settings), format_claims(rows) and
+                format_claims_markdown(rows) (the table of docs/claims.md)
 A row: {"id", "claim", "metric", "value", "ci95": [lo, hi], "seeds", "verdict", "detail"}. Every verdict
 comes from experiments.verdict on an interval over seeds (paired when two methods share the seeds); every
 choice (a learning rate, a mitigation's strength, WiSE-FT's alpha) is made on a validation split with a
@@ -56,6 +57,7 @@ class ClaimSettings:
     n_examples: int = 500
     lrs: tuple = (3e-4, 1e-3, 3e-3)  # the grid every method (fine-tuning, scratch, each strategy) picks from
     sweep_lrs: tuple = (1e-4, 3e-4, 1e-3, 3e-3)  # C3 and C11
+    head_lrs: tuple = (1e-3, 1e-2)  # C10: a new head's lr (LP-FT: the probe's), chosen on validation
     sizes: tuple = (50, 1000)  # C6, C9: the smallest and the largest training set
     epochs: int = 3  # C9: steps = epochs * n / batch_size (at least `steps`): every size sees its data alike
     label_noise: float = 0.3
@@ -67,7 +69,7 @@ class ClaimSettings:
 
 
 QUICK = ClaimSettings(base="tiny", large=None, seeds=(0, 1), steps=30, batch_size=8, n_examples=200,
-                      lrs=(1e-3, 3e-3), sweep_lrs=(1e-4, 3e-3), sizes=(50, 200), epochs=1,
+                      lrs=(1e-3, 3e-3), sweep_lrs=(1e-4, 3e-3), head_lrs=(1e-2,), sizes=(50, 200), epochs=1,
                       strengths={"replay": (0.25,), "ewc": (1e3,), "l2sp": (0.3,), "wise": (0.5,)},
                       source_batches=2, eval_examples=80)
 FULL = ClaimSettings()
@@ -111,11 +113,12 @@ class Bench:
         return self._tasks[key]
 
     def run(self, task_name, seed, lr, strategy="full", scratch=False, mitigation=None, strength=None,
-            n=None, steps=None, classifier="label_tokens", label_noise=0.0, imbalance=1.0, lp_steps=0):
+            n=None, steps=None, classifier="label_tokens", label_noise=0.0, imbalance=1.0, lp_steps=0,
+            head_lr=None):
         """One fine-tuning (or from-scratch) run, measured: the task metric on val / test / shifted before
         and after, the forgetting on both source halves, the cost, and class predictions on test."""
         key = (task_name, seed, lr, strategy, scratch, mitigation, strength, n, steps, classifier, label_noise,
-               imbalance, lp_steps)
+               imbalance, lp_steps, head_lr)
         if key in self._runs:
             return self._runs[key]
         s = self.settings
@@ -123,7 +126,7 @@ class Bench:
         steps = steps or s.steps
         config = FinetuneConfig(task=task_name, strategy=strategy, lr=lr, steps=steps, batch_size=s.batch_size,
                                 n_examples=n or s.n_examples, warmup_steps=max(1, steps // 10), eval_every=steps,
-                                seed=seed, out=None, classifier=classifier, lp_steps=lp_steps,
+                                seed=seed, out=None, classifier=classifier, lp_steps=lp_steps, head_lr=head_lr,
                                 lora_alpha=16, lora_rank=8)
         quiet = dict(progress=False, log=lambda *a, **k: None)
         if scratch:
@@ -172,6 +175,13 @@ class Bench:
             return self.run(task_name, self.settings.tuning_seed, lr, **kwargs)["val"]
         higher = self.task(task_name).higher_is_better
         best, _ = choose_on_validation(lrs or self.settings.lrs, score, higher_is_better=higher)
+        return best
+
+    def best_head_lr(self, task_name, lr, **kwargs):
+        """The new head's lr (LP-FT: the probe's) from settings.head_lrs, best on validation, tuning seed."""
+        def score(head_lr):
+            return self.run(task_name, self.settings.tuning_seed, lr, head_lr=head_lr, **kwargs)["val"]
+        best, _ = choose_on_validation(self.settings.head_lrs, score, higher_is_better=True)
         return best
 
 
@@ -417,12 +427,14 @@ def claim_c10(bench):
         rows.append(_paired_row("C10", f"accuracy drops on shifted data ({name})", "test - shifted accuracy",
                                 [r["test"] for r in ft], [r["shifted"] for r in ft]))
         probe = s.steps // 3  # equal budgets: LP-FT = probe + rest, FT with a new head = the same total
-        ft_head = [bench.run(name, x, lr, classifier="head") for x in s.seeds]
-        lp = [bench.run(name, x, lr, strategy="lp_ft", classifier="head", lp_steps=probe, steps=s.steps - probe)
-              for x in s.seeds]
+        lp_kwargs = dict(strategy="lp_ft", classifier="head", lp_steps=probe, steps=s.steps - probe)
+        head_ft, head_lp = bench.best_head_lr(name, lr, classifier="head"), bench.best_head_lr(name, lr, **lp_kwargs)
+        ft_head = [bench.run(name, x, lr, classifier="head", head_lr=head_ft) for x in s.seeds]
+        lp = [bench.run(name, x, lr, head_lr=head_lp, **lp_kwargs) for x in s.seeds]
         rows.append(_paired_row("C10", f"LP-FT beats FT on shifted data ({name}, new head)",
                                 "shifted accuracy, LP-FT - FT", [r["shifted"] for r in lp], [r["shifted"] for r in ft_head],
-                                detail=f"{probe} probe + {s.steps - probe} full steps vs {s.steps} full steps"))
+                                detail=f"{probe} probe + {s.steps - probe} full steps vs {s.steps} full steps; head lr "
+                                       f"(LP-FT: the probe's) chosen on validation: LP-FT {head_lp:g}, FT {head_ft:g}"))
         alpha, _ = choose_on_validation(s.strengths["wise"], lambda a: _wise_scores(bench, name, s.tuning_seed, lr, a)["val"])
         wise = [_wise_scores(bench, name, x, lr, alpha)["shifted"] for x in s.seeds]
         rows.append(_paired_row("C10", f"WiSE-FT beats FT on shifted data ({name})", "shifted accuracy, WiSE-FT - FT",
@@ -533,4 +545,16 @@ def format_claims(rows):
         interval = "" if lo is None else f"[{lo:+.4f}, {hi:+.4f}]"
         lines.append(f"{r['id']:<4} {r['claim'][:58]:<58} {r['value']:>+9.4f} {interval:>22} {r['seeds']:>5}  {r['verdict']}")
         lines.append(f"{'':<4}   metric: {r['metric']}" + (f"; {r['detail']}" if r.get("detail") else ""))
+    return "\n".join(lines)
+
+
+def format_claims_markdown(rows):
+    """The claims table as Markdown (docs/claims.md is pasted from `python -m tinyft claims --markdown`)."""
+    lines = ["| id | claim | metric | value | 95% interval | seeds | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        interval = "(one seed)" if lo is None else f"[{lo:+.4f}, {hi:+.4f}]"
+        metric = r["metric"] + (f"; {r['detail']}" if r.get("detail") else "")
+        lines.append(f"| {r['id']} | {r['claim']} | {metric} | {r['value']:+.4f} | {interval} | {r['seeds']} | "
+                     f"**{r['verdict']}** |")
     return "\n".join(lines)

@@ -1,18 +1,24 @@
 """data: the text tinyft learns from, split and cut into batches.
 
 Map of this file:
-  corpora   broad_corpus(): Python's language reference + stdlib docstrings, ~1.1 MB of English
+  python    python_text(live=False): Python's own text (doc topics, docstrings, stdlib sources, LICENSE),
+            from the frozen snapshot corpus_snapshot/cpython-3.11.7.json.xz (0.95 MB, sha256-checked,
+            the same on every Python) or, live=True, from this interpreter; `python -m tinyft.data --freeze`
+  corpora   broad_corpus(): language reference + stdlib docstrings, ~1.1 MB of English;
             domain_corpus() / domain_modules(): stdlib source code; held_out_docs(): kept out of both
             CORPORA + load_corpus(name); load_text(path) for your files; download(name), optional
   tools     train_val_split(), validation_overlap(), get_batch(), unigram_loss()
-Everything offline comes from files every Python install ships; nothing here needs the network.
+Nothing here needs the network: the snapshot ships inside the package.
 """
 
 import hashlib
 import importlib
 import inspect
+import json
+import lzma
 import os
 import pathlib
+import platform
 import re
 import sys
 import sysconfig
@@ -91,11 +97,12 @@ _OFFLINE_ALTERNATIVES = (
     "or your own text with load_text(path)"
 )
 
-_CACHE = {}  # corpus name -> text, filled on first use (each build takes well under a second)
+_CACHE = {}  # corpus name ("-live": from this interpreter) -> text, and python_text's dicts; filled on first use
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading docstrings and sources
+# Python's own text, read live from this interpreter. Everything here changes with the Python
+# version (new docstrings, new topics), which is why the corpora read the frozen snapshot below.
 
 
 def _normalize(text):
@@ -166,40 +173,213 @@ def _documented_objects(module):
     return found
 
 
-def _held_out_docstrings():
-    """Every docstring of the held-out modules (module, classes, functions, methods)."""
-    docs = set()
-    for module_name in HELD_OUT_MODULES:
+def _source_file_text(name):
+    """The text of a pure-Python module's source file (module.__file__), or None if it has none."""
+    module = _import_quietly(name)
+    path = getattr(module, "__file__", None)  # also set for frozen modules such as abc (3.11+)
+    if not path or not path.endswith(".py") or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _license_candidates():
+    """Where installers put Python's LICENSE text."""
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return [
+        stdlib / "LICENSE.txt",
+        pathlib.Path(sys.base_prefix) / "LICENSE.txt",
+        pathlib.Path(f"/usr/share/doc/python{version}/copyright"),
+        pathlib.Path(f"/usr/share/doc/python{version}-minimal/copyright"),
+    ]
+
+
+def _live_python_text():
+    """The text tinyft reads from this interpreter, as the dict python_text() describes."""
+    from pydoc_data.topics import topics
+
+    docstrings = {}
+    for module_name in BROAD_DOC_MODULES + HELD_OUT_MODULES:
         module = _import_quietly(module_name)
         if module is None:
             continue
-        for _, obj in _documented_objects(module):
-            doc = _own_doc(obj)
-            if doc:
-                docs.add(doc)
-    return docs
+        pairs = [[qualified_name, _own_doc(obj)] for qualified_name, obj in _documented_objects(module)]
+        docstrings[module_name] = [pair for pair in pairs if pair[1]]  # objects without a doc: skipped
+    sources = {}
+    for module_name in BROAD_DOC_MODULES:  # CODE_MODULES and SHIFTED_CODE_MODULES are among them
+        source = _source_file_text(module_name)
+        if source is not None:
+            sources[module_name] = source
+    license_path = next((path for path in _license_candidates() if path.is_file()), None)
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": platform.system(),
+        "topics": dict(topics),
+        "docstrings": docstrings,
+        "sources": sources,
+        "license": license_path.read_text(encoding="utf-8", errors="replace") if license_path else None,
+    }
 
 
-def held_out_docs():
+# ----------------------------------------------------------------------------------------------
+# The frozen snapshot: the same text on every Python. One lzma-compressed JSON file of the dict
+# python_text() describes, written once by `python -m tinyft.data --freeze` on CPython 3.11.7;
+# manifest.json beside it holds the sha256 of its uncompressed bytes, checked on every load.
+
+SNAPSHOT_DIR = pathlib.Path(__file__).parent / "corpus_snapshot"
+SNAPSHOT_MANIFEST = "manifest.json"
+SNAPSHOT_LICENSE = "LICENSE-PSF.txt"
+_SNAPSHOT_KEYS = ("python", "implementation", "system", "topics", "docstrings", "sources", "license")
+_LICENSE_PREAMBLE = """\
+tinyft's corpus snapshot ({file}) holds text copied from {implementation} {python}:
+the documentation topics of pydoc_data.topics, the docstrings of {n_docstring_modules} standard-library
+modules, the source code of {n_sources} standard-library modules, and Python's LICENSE text.
+That text is copyright the Python Software Foundation (the copyright lines are in the license
+below) and is used under the PSF License Agreement reproduced below: Python's own LICENSE file,
+unchanged, as {implementation} {python} ships it.
+tinyft's own code is under the MIT license (its package metadata); this notice covers only the copied text.
+
+"""
+
+
+class SnapshotError(ValueError):
+    """The corpus snapshot is missing, damaged or edited (its sha256 does not match the manifest)."""
+
+
+def _repair_hint(python="3.11.7"):
+    return (f"reinstall tinyft (pip install --force-reinstall tinyft), or rebuild the snapshot on CPython "
+            f"{python} with `python -m tinyft.data --freeze`; or read this interpreter's own text with "
+            f"live=True (corpus 'broad-live')")
+
+
+def load_snapshot(folder=None):
+    """The snapshot's dict (see python_text), read from folder (default SNAPSHOT_DIR) and checked.
+
+    Reads folder/manifest.json, decompresses the file it names, and compares the sha256 of the
+    uncompressed bytes with the manifest's. Any failure raises SnapshotError naming the file.
+    """
+    folder = SNAPSHOT_DIR if folder is None else pathlib.Path(folder)
+    manifest_path = folder / SNAPSHOT_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        path, expected = folder / manifest["file"], manifest["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SnapshotError(f"{manifest_path} is missing or unreadable ({error!r}); {_repair_hint()}") from None
+    python = manifest.get("python", "3.11.7")
+    try:
+        raw = lzma.decompress(path.read_bytes())
+    except (OSError, lzma.LZMAError, EOFError) as error:
+        raise SnapshotError(f"{path} is missing or damaged: it does not decompress ({error}); "
+                            f"{_repair_hint(python)}") from None
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != expected:
+        raise SnapshotError(f"{path} is damaged or was edited: its content has sha256 {actual}, but "
+                            f"{manifest_path} expects {expected}; {_repair_hint(python)}")
+    texts = json.loads(raw.decode("utf-8"))
+    missing = [key for key in _SNAPSHOT_KEYS if key not in texts]
+    if missing:
+        raise SnapshotError(f"{path} lacks the entries {missing}; {_repair_hint(python)}")
+    return texts
+
+
+def python_text(live=False):
+    """Python's own text that every corpus and task is built from, as one dict (cached; do not modify).
+
+    live=False  the frozen snapshot (load_snapshot): CPython 3.11.7's text, the same on every Python
+    live=True   this interpreter's text, read now (its size and content change with the version)
+    Keys: "python", "implementation", "system" (where it came from); "topics" {key: text} of
+    pydoc_data.topics; "docstrings" {module: [[qualified name, docstring], ...]} for BROAD_DOC_MODULES
+    and HELD_OUT_MODULES (module first, then _documented_objects order, undocumented objects left out);
+    "sources" {module: text of its .py file} for BROAD_DOC_MODULES; "license" Python's LICENSE text
+    (None live when this install ships none).
+    """
+    key = "python_text-live" if live else "python_text"
+    if key not in _CACHE:
+        _CACHE[key] = _live_python_text() if live else load_snapshot()
+    return _CACHE[key]
+
+
+def freeze_snapshot(folder=None):
+    """Write this interpreter's text as the snapshot into folder (default SNAPSHOT_DIR); return the manifest.
+
+    Three files, each written atomically (temp file, then rename): the compressed JSON (named after
+    the Python version), the PSF license notice, and last manifest.json, which switches to the new
+    file; a snapshot of another version that the old manifest named is then removed. The result is
+    read back through load_snapshot before returning. The same Python gives the same bytes again.
+    """
+    folder = SNAPSHOT_DIR if folder is None else pathlib.Path(folder)
+    try:
+        previous = json.loads((folder / SNAPSHOT_MANIFEST).read_text(encoding="utf-8"))["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = None
+    texts = _live_python_text()
+    if texts["license"] is None:
+        searched = ", ".join(str(path) for path in _license_candidates())
+        raise ValueError(f"cannot freeze: Python's LICENSE text was not found (searched: {searched}); the "
+                         "snapshot must carry it. Freeze on a Python install that ships LICENSE.txt")
+    payload = json.dumps(texts, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    compressed = lzma.compress(payload, preset=9 | lzma.PRESET_EXTREME)
+    name = f"{texts['implementation'].lower()}-{texts['python']}.json.xz"
+    manifest = {
+        "file": name,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "python": texts["python"],
+        "implementation": texts["implementation"],
+        "system": texts["system"],
+        "uncompressed_bytes": len(payload),
+        "compressed_bytes": len(compressed),
+        "counts": {"topics": len(texts["topics"]), "docstring_modules": len(texts["docstrings"]),
+                   "docstrings": sum(len(pairs) for pairs in texts["docstrings"].values()),
+                   "sources": len(texts["sources"])},
+        "license_notice": SNAPSHOT_LICENSE,
+        "freeze_command": "python -m tinyft.data --freeze",
+    }
+    notice = _LICENSE_PREAMBLE.format(file=name, implementation=texts["implementation"], python=texts["python"],
+                                      n_docstring_modules=len(texts["docstrings"]),
+                                      n_sources=len(texts["sources"])) + texts["license"]
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / name, compressed)  # a normal file's mode: package data every user can read
+    atomic_write(folder / SNAPSHOT_LICENSE, notice.encode("utf-8"))
+    atomic_write(folder / SNAPSHOT_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    plain_name = isinstance(previous, str) and previous.endswith(".json.xz") and not set("/\\") & set(previous)
+    if plain_name and previous != name and (folder / previous).is_file():
+        (folder / previous).unlink()  # the old version's snapshot: no manifest names it any more
+    if load_snapshot(folder) != json.loads(payload):
+        raise SnapshotError(f"{folder / name} does not read back as written")
+    if folder.resolve() == SNAPSHOT_DIR.resolve():
+        _CACHE.clear()  # texts built from the old snapshot
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# The corpora, built from python_text(): the snapshot by default, this interpreter's text with live=True
+
+
+def _held_out_docstrings(live=False):
+    """Every docstring of the held-out modules (module, classes, functions, methods)."""
+    docstrings = python_text(live)["docstrings"]
+    return {doc for module_name in HELD_OUT_MODULES for _, doc in docstrings.get(module_name, [])}
+
+
+def held_out_docs(live=False):
     """(qualified name, first line of its docstring) for the public API of HELD_OUT_MODULES.
 
     Example: ('statistics.mean', 'Return the sample arithmetic mean of data.').
     Order: modules as listed in HELD_OUT_MODULES, then as in _documented_objects (sorted names).
-    Modules themselves and objects without a docstring are skipped.
+    Modules themselves and objects without a docstring are skipped. 181 pairs in the snapshot.
     """
+    docstrings = python_text(live)["docstrings"]
     pairs = []
     for module_name in HELD_OUT_MODULES:
-        module = _import_quietly(module_name)
-        if module is None:
-            continue
-        for qualified_name, obj in _documented_objects(module)[1:]:  # [0] is the module
-            doc = _own_doc(obj)
-            if doc:
+        for qualified_name, doc in docstrings.get(module_name, []):
+            if qualified_name != module_name:  # the module's own docstring is not a pair
                 pairs.append((qualified_name, doc.split("\n")[0].strip()))
     return pairs
 
 
-def broad_corpus():
+def broad_corpus(live=False):
     """The default pretraining text: ~1.1 MB of English about Python, built offline.
 
     Contents, in order: the language reference topics of pydoc_data.topics (sorted by key), then
@@ -207,50 +387,37 @@ def broad_corpus():
     Docs are separated by one blank line (runs of blank lines inside a doc become one), trailing
     spaces are stripped, and a docstring shared by several objects is kept once.
     Excluded: every docstring of HELD_OUT_MODULES (see held_out_docs).
-    Measured on CPython 3.11.7 (Linux): 1,071,483 characters, 1,072,667 UTF-8 bytes, 109 distinct
-    characters; built in about 0.2 s, then cached. Other Python versions and platforms ship other
-    docstrings, so the size differs slightly (3.10.13: 1,055,260 characters; 3.13.0: 1,122,007).
+    From the snapshot (CPython 3.11.7, Linux), on every Python: 1,071,483 characters, 1,072,667
+    UTF-8 bytes, 109 distinct characters; 0.2 s to load and build, then cached.
+    live=True builds it from this interpreter instead, whose docstrings differ with its version
+    (3.10.13: 1,055,260 characters; 3.12.1: 1,100,502; 3.13.0: 1,122,007).
     The same in a Jupyter kernel as in a plain process: pdb is not in BROAD_DOC_MODULES because
     ipykernel replaces pdb.Pdb with IPython's debugger, which would drop its docstrings there.
     """
-    if "broad" in _CACHE:
-        return _CACHE["broad"]
-    from pydoc_data.topics import topics
-
-    pieces = [_normalize_prose(topics[key]) for key in sorted(topics)]
-    seen = set(pieces) | _held_out_docstrings()  # held-out texts count as 'already seen'
+    key = "broad-live" if live else "broad"
+    if key in _CACHE:
+        return _CACHE[key]
+    texts = python_text(live)
+    pieces = [_normalize_prose(texts["topics"][topic]) for topic in sorted(texts["topics"])]
+    seen = set(pieces) | _held_out_docstrings(live)  # held-out texts count as 'already seen'
     for module_name in BROAD_DOC_MODULES:
-        module = _import_quietly(module_name)
-        if module is None:
-            continue
-        for _, obj in _documented_objects(module):
-            doc = _own_doc(obj)
-            if doc and doc not in seen:
+        for _, doc in texts["docstrings"].get(module_name, []):
+            if doc not in seen:
                 seen.add(doc)
                 pieces.append(doc)
     text = "\n\n".join(piece for piece in pieces if piece) + "\n"
-    _CACHE["broad"] = text
+    _CACHE[key] = text
     return text
-
-
-def _module_source(name):
-    """The source text of a pure-Python module, read from its file (module.__file__)."""
-    module = _import_quietly(name)
-    path = getattr(module, "__file__", None)  # also set for frozen modules such as abc (3.11+)
-    if not path or not path.endswith(".py") or not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return _normalize(f.read())
 
 
 DOMAINS = ("stdlib_code", "stdlib_code_shifted", "license")
 
 
-def domain_modules(name="stdlib_code"):
+def domain_modules(name="stdlib_code", live=False):
     """Module name -> source text for a code domain ("stdlib_code" or "stdlib_code_shifted").
 
-    Modules missing on this install are skipped; ValueError if none is found (e.g. an install
-    that ships only compiled .pyc files).
+    Modules without a source file are skipped; ValueError if none is found (live=True on an
+    install that ships only compiled .pyc files).
     """
     if name == "stdlib_code":
         module_names = CODE_MODULES
@@ -258,57 +425,45 @@ def domain_modules(name="stdlib_code"):
         module_names = SHIFTED_CODE_MODULES
     else:
         raise ValueError(f'name must be "stdlib_code" or "stdlib_code_shifted", got {name!r}')
-    sources = {}
-    for module_name in module_names:
-        source = _module_source(module_name)
-        if source:
-            sources[module_name] = source
-    if not sources:
+    sources = python_text(live)["sources"]
+    found = {module_name: _normalize(sources[module_name]) for module_name in module_names
+             if sources.get(module_name)}
+    if not found:
         raise ValueError(
             f"no source file found for any module of {name!r}; this Python install ships no .py "
             f"files for them. Use load_corpus('broad') or load_text(path) instead."
         )
-    return sources
+    return found
 
 
-def _license_text():
-    """Python's LICENSE text, looked for where installers put it."""
-    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [
-        stdlib / "LICENSE.txt",
-        pathlib.Path(sys.base_prefix) / "LICENSE.txt",
-        pathlib.Path(f"/usr/share/doc/python{version}/copyright"),
-        pathlib.Path(f"/usr/share/doc/python{version}-minimal/copyright"),
-    ]
-    for path in candidates:
-        if path.is_file():
-            return _normalize(path.read_text(encoding="utf-8", errors="replace")) + "\n"
-    searched = ", ".join(str(p) for p in candidates)
-    raise ValueError(
-        f"Python's LICENSE text was not found on this install (searched: {searched}). "
-        f'Use domain_corpus("stdlib_code") or load_text(path) on your own copy.'
-    )
-
-
-def domain_corpus(name="stdlib_code"):
+def domain_corpus(name="stdlib_code", live=False):
     """A specialized domain that differs clearly from the broad prose.
 
     "stdlib_code"          source of CODE_MODULES, in that order, separated by blank lines.
-                           Measured on CPython 3.11.7: 243,781 characters, 243,783 bytes, 98
-                           distinct characters; a few ms to build, then cached.
+                           From the snapshot: 243,781 characters, 243,783 bytes, 98 distinct
+                           characters; a few ms to build, then cached.
     "stdlib_code_shifted"  source of SHIFTED_CODE_MODULES: code, but not the code above
-                           (85,242 characters on 3.11.7) - an out-of-distribution test.
-    "license"              Python's LICENSE text, if this install ships it (ValueError if not).
+                           (85,242 characters) - an out-of-distribution test.
+    "license"              Python's LICENSE text (13,936 characters). live=True: ValueError if
+                           this install ships none.
+    live=True builds the domain from this interpreter's files instead of the snapshot.
     """
     if name not in DOMAINS:
         raise ValueError(f"unknown domain {name!r}; valid names are {', '.join(DOMAINS)}")
-    if name not in _CACHE:
+    key = name + "-live" if live else name
+    if key not in _CACHE:
         if name == "license":
-            _CACHE[name] = _license_text()
+            text = python_text(live)["license"]
+            if text is None:
+                searched = ", ".join(str(path) for path in _license_candidates())
+                raise ValueError(
+                    f"Python's LICENSE text was not found on this install (searched: {searched}). "
+                    f'Use domain_corpus("license") (the snapshot\'s copy) or load_text(path) on your own copy.'
+                )
+            _CACHE[key] = _normalize(text) + "\n"
         else:
-            _CACHE[name] = "\n\n".join(domain_modules(name).values()) + "\n"
-    return _CACHE[name]
+            _CACHE[key] = "\n\n".join(domain_modules(name, live).values()) + "\n"
+    return _CACHE[key]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,6 +474,11 @@ CORPORA = {
     "stdlib_code": lambda: domain_corpus("stdlib_code"),
     "stdlib_code_shifted": lambda: domain_corpus("stdlib_code_shifted"),
     "license": lambda: domain_corpus("license"),
+    # the same, built from the running interpreter instead of the snapshot
+    "broad-live": lambda: broad_corpus(live=True),
+    "stdlib_code-live": lambda: domain_corpus("stdlib_code", live=True),
+    "stdlib_code_shifted-live": lambda: domain_corpus("stdlib_code_shifted", live=True),
+    "license-live": lambda: domain_corpus("license", live=True),
 }
 
 
@@ -569,3 +729,18 @@ def unigram_loss(train_ids, val_ids, vocab_size):
     counts = np.bincount(train_ids, minlength=vocab_size)  # (V,)
     probs = (counts + 1) / (len(train_ids) + vocab_size)  # (V,)
     return float(-np.mean(np.log(probs[val_ids])))
+
+
+# ----------------------------------------------------------------------------------------------
+# Freezing the snapshot from the shell (no argparse here: only the command line imports it)
+
+if __name__ == "__main__":
+    arguments = sys.argv[1:]
+    if arguments == ["--freeze"]:
+        out = None
+    elif len(arguments) == 3 and arguments[:2] == ["--freeze", "--out"]:
+        out = arguments[2]
+    else:
+        sys.exit(f"usage: python -m tinyft.data --freeze [--out FOLDER]\n"
+                 f"  writes this interpreter's text as the corpus snapshot (default FOLDER: {SNAPSHOT_DIR})")
+    print(json.dumps(freeze_snapshot(out), indent=2))

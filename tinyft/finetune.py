@@ -37,6 +37,7 @@ from .lora import (
 )
 from .nn import GPT, GPTConfig, Linear, Module, Parameter
 from .pretrain import check_out_dir, write_history
+from .tasks import check_task_vocabulary
 
 STRATEGIES = ("full", "head", "last_k", "embeddings_frozen", "bitfit", "layernorm", "lora", "lp_ft")
 # Strategies that train the output layer but not the input embeddings: they untie lm_head from wte.
@@ -323,7 +324,7 @@ SPLITS = ("val", "test", "shifted")
 class FinetuneConfig:
     """What to fine-tune, how, and on what data. A fine-tuned checkpoint records all of it."""
 
-    task: str = "code"  # "code" (domain LM), "kind" (classification), "describe" (instruction)
+    task: str | None = None  # the task's name: finetune() fills it from the Task itself (task.name)
     strategy: str = "full"  # one of STRATEGIES
     lr: float = 1e-3  # peak lr of the body (the schedule: linear warmup, cosine down to lr / 10)
     head_lr: float | None = None  # lr of the output layer (untied lm_head or classifier head); None = lr
@@ -413,8 +414,23 @@ def _round(value, digits=4):
     return None if value is None else round(float(value), digits)
 
 
+def _named_after(config, task):
+    """config with config.task = the task's own name (a config naming another task is a ValueError)."""
+    name = getattr(task, "name", None)
+    if config.task is not None and name is not None and config.task != name:
+        raise ValueError(f"config.task is {config.task!r} but the task is {name!r}; leave config.task out "
+                         "(finetune records the task's own name)")
+    return dataclasses.replace(config, task=name if name is not None else config.task)
+
+
+def eval_splits(task):
+    """The splits finetune measures: val, test, and shifted unless the task has none (task.shifted is None)."""
+    return tuple(s for s in SPLITS if not (hasattr(task, s) and getattr(task, s) is None))
+
+
 def check_model_fits_task(model, task):
-    """ValueError unless the model's vocabulary and context length fit the task's data."""
+    """ValueError unless the model's vocabulary and context length fit the task's data, and the task's
+    tokenizer covers its text (tasks.check_task_vocabulary: also for a Task built by hand)."""
     gpt = gpt_of(model)
     tok = getattr(task, "tokenizer", None)
     if tok is not None and tok.vocab_size != gpt.config.vocab_size:
@@ -424,6 +440,7 @@ def check_model_fits_task(model, task):
     if block is not None and block > gpt.config.block_size:
         raise ValueError(f"task {task.name!r} uses {block}-token windows but the checkpoint's block_size is "
                          f"{gpt.config.block_size}; build the task with block_size <= {gpt.config.block_size}")
+    check_task_vocabulary(task)
 
 
 @no_grad()
@@ -598,9 +615,10 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     parameter for `steps` ("full"), from the probed head, each with its own optimizer and schedule.
     With a classification task and config.classifier == "head" the model is wrapped in a ClassifierModel.
     """
-    config = config or FinetuneConfig()
+    config = _named_after(config or FinetuneConfig(), task)
     config.validate()
     check_model_fits_task(model, task)
+    splits = eval_splits(task)
     hooks = _hooks(mitigations, callback)
     t_start = time.perf_counter()
     manual_seed(config.seed)  # LoRA's A and a classifier head draw their initial values from it
@@ -609,8 +627,8 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     report = apply_strategy(model, config.strategy, k=config.k, lora_rank=config.lora_rank,
                             lora_alpha=config.lora_alpha, lora_targets=config.lora_targets)
     log(str(report))
-    before = {split: evaluate(model, task, split) for split in SPLITS}
-    log(f"before: {task.metric} " + ", ".join(f"{s} {task_metric(before[s], task):.4f}" for s in SPLITS))
+    before = {split: evaluate(model, task, split) for split in splits}
+    log(f"before: {task.metric} " + ", ".join(f"{s} {task_metric(before[s], task):.4f}" for s in splits))
 
     lp_ft = config.strategy == "lp_ft"
     total_steps = config.lp_steps + config.steps if lp_ft else config.steps
@@ -631,8 +649,8 @@ def finetune(model, task, config=None, *, mitigations=(), callback=None, progres
     finally:
         bar.close()
 
-    after = {split: evaluate(model, task, split) for split in SPLITS}
-    log(f"after:  {task.metric} " + ", ".join(f"{s} {task_metric(after[s], task):.4f}" for s in SPLITS))
+    after = {split: evaluate(model, task, split) for split in splits}
+    log(f"after:  {task.metric} " + ", ".join(f"{s} {task_metric(after[s], task):.4f}" for s in splits))
     wall_s = time.perf_counter() - t_start
     if lp_ft:
         report = dataclasses.replace(report, note=f"{report.note}; {report.trainable_params:,} params in the probe "

@@ -5,7 +5,8 @@ Map of this file:
   prepare_data(...)     text -> tokenizer -> ids -> train / validation split, plus the baselines to beat
   estimate_loss(...)    mean loss on fixed validation batches (the same batches every time)
   pretrain(...)         the loop: batch -> forward -> loss -> backward -> clip -> step -> schedule,
-                        with evaluation, checkpoints (also on Ctrl-C) and bit-identical resume
+                        with evaluation, checkpoints (also on Ctrl-C) and bit-identical resume;
+                        init_from: continued (domain-adaptive) pretraining from a checkpoint's weights
   course_model(preset)  the course's shared base models ("tiny", "base", "large"), pretrained once, cached
 The command line (`python -m tinyft pretrain`) is in cli.py.
 Recipe after nanoGPT's train.py (AdamW, warmup + cosine, clipping), rewritten to be read top to bottom.
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, optim
 from .autograd import get_rng_state, manual_seed, no_grad, set_rng_state
 from .nn import GELU_KINDS, GPT, GPTConfig
+from .tasks import MAX_UNKNOWN_FRACTION
 from .tokenizers import BPETokenizer, CharTokenizer, tokenizer_from_dict
 
 CHECKPOINT_NAME = "ckpt.npz"
@@ -37,6 +39,8 @@ class PretrainConfig:
     corpus: str = "broad"  # a corpus name (data.CORPORA) or a path to your own text file or folder
     tokenizer: str = "char"  # "char" or "bpe"
     bpe_vocab_size: int = 512
+    init_from: str | None = None  # a checkpoint to continue from: its weights, tokenizer and architecture
+    vocab_extra: str | None = None  # a text file or folder whose characters join the character vocabulary
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -54,6 +58,7 @@ class PretrainConfig:
     eval_batches: int = 20
     checkpoint_every: int = 500
     sample_tokens: int = 200
+    sample_prompt: str = "The "  # the text the final sample continues
     seed: int = 0
     out: str = "runs/pretrain"
 
@@ -75,6 +80,16 @@ class PretrainConfig:
                              f"pass a smaller --warmup-steps, e.g. {self.steps // 10}")
         if self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError(f"need warmup_steps >= 0 and grad_clip > 0, got {self.warmup_steps}, {self.grad_clip}")
+        if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
+            raise ValueError(f"sample_prompt must be a non-empty string (the text the sample continues), got "
+                             f"{self.sample_prompt!r}")
+        for name in ("init_from", "vocab_extra"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.path.exists(value)):
+                raise ValueError(f"{name}: no file or folder at {value!r}; expected an existing path")
+        if self.vocab_extra is not None and self.tokenizer == "bpe":
+            raise ValueError("vocab_extra widens a character vocabulary; the byte-level BPE tokenizer already "
+                             "encodes every text (leave --vocab-extra out, or use --tokenizer char)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -105,6 +120,8 @@ def prepare_data(config, tokenizer=None):
     text = load_corpus_text(config.corpus)
     if tokenizer is None:
         extra = (data.load_corpus("stdlib_code"),) if config.tokenizer == "char" else ()
+        if config.vocab_extra is not None:
+            extra += (data.load_text(config.vocab_extra),)
         tokenizer = build_tokenizer(config.tokenizer, text, config.bpe_vocab_size, extra)
     ids = tokenizer.encode(text)  # (N,) int64
     train_ids, val_ids = data.train_val_split(ids, val_fraction=0.1, seed=config.seed)
@@ -232,7 +249,8 @@ def _resume_state(config, ckpt_path, resume):
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run once without --resume first")
     state = checkpoint.load(ckpt_path)
     saved = state.meta.get("pretrain_config", {})
-    for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "gelu", "seed"):
+    for key in ("corpus", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "gelu", "seed", "init_from",
+                "vocab_extra"):
         if key in saved and saved[key] != getattr(config, key):
             raise ValueError(f"--resume: the checkpoint was trained with {key}={saved[key]!r} but this run asks "
                              f"for {getattr(config, key)!r}; use the same settings or a new --out")
@@ -250,17 +268,29 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     """
     config = config or PretrainConfig()
     config.validate()
+    config, init = resolve_init_from(config)  # continued pretraining: the checkpoint's architecture wins
     _check_callbacks(callbacks)
     check_out_dir(config.out)
     ckpt_path = os.path.join(config.out, CHECKPOINT_NAME)
+    if init is not None and os.path.exists(ckpt_path) and os.path.samefile(ckpt_path, config.init_from):
+        raise ValueError(f"--out {config.out!r} holds the checkpoint --init-from reads; choose another --out "
+                         "(pretraining never writes over its input)")
 
     # --- 1. model, optimizer and data (fresh, or rebuilt from the checkpoint) ---------------------
     state = _resume_state(config, ckpt_path, resume)
     manual_seed(config.seed)
-    prepared = prepare_data(config, tokenizer_from_dict(state.meta["tokenizer"]) if state else None)
+    if state:
+        tokenizer = tokenizer_from_dict(state.meta["tokenizer"])
+    else:
+        tokenizer = _initial_tokenizer(config, init)  # None: built from the corpus by prepare_data
+    prepared = prepare_data(config, tokenizer)
     tokenizer = prepared["tokenizer"]
+    check_sample_prompt(config.sample_prompt, tokenizer)
+    if init is not None:
+        check_corpus_coverage(prepared, tokenizer, config)
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size, n_layer=config.n_layer,
-                             n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, gelu=config.gelu)
+                             n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, gelu=config.gelu,
+                             bias=GPTConfig.from_dict(init.config).bias if init is not None else True)
     model = GPT(model_config)
     optimizer = optim.AdamW(optim.param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
                             betas=(0.9, 0.95))
@@ -270,6 +300,11 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
     if state:
         history, start_step, train_seconds = _restore(state, ckpt_path, model, optimizer, batch_rng)
         log(f"resumed from {ckpt_path} at step {start_step}")
+    elif init is not None:
+        added = load_initial_weights(model, init)
+        log(f"continuing pretraining from {config.init_from} (step {init.meta.get('step', '?')}): its weights and "
+            f"tokenizer" + (f", plus {added} new characters from {config.vocab_extra}" if added else "")
+            + "; a fresh optimizer and schedule")
 
     params = list(model.parameters())
     tokens_per_step = config.batch_size * config.block_size
@@ -322,7 +357,8 @@ def pretrain(config=None, resume=False, progress=True, log=print, callbacks=()):
         interrupted = True
     finally:
         bar.close()
-    save(step)  # the last checkpoint: at the end, or where Ctrl-C stopped us
+    if step > start_step:  # a finished run read back (resume="auto", a cache) trained nothing: not rewritten
+        save(step)  # the last checkpoint: at the end, or where Ctrl-C stopped us
     if interrupted:
         log(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
 
@@ -345,10 +381,11 @@ def _restore(state, ckpt_path, model, optimizer, batch_rng):
 
 
 def _result(config, prepared, model, history, ckpt_path, step, val_batches, train_seconds, interrupted):
-    """The PretrainResult: final losses (train: mean of the last 20 steps), a sample from "The ", tokens/s."""
+    """The PretrainResult: final losses (train: mean of the last 20 steps), a sample from config.sample_prompt,
+    tokens/s."""
     tokenizer = prepared["tokenizer"]
     final_val = history[-1]["val_loss"] if history and "val_loss" in history[-1] else estimate_loss(model, val_batches)
-    prompt = tokenizer.encode("The ")[None, :]  # (1, t)
+    prompt = tokenizer.encode(config.sample_prompt)[None, :]  # (1, t)
     sample = tokenizer.decode(model.generate(prompt, config.sample_tokens, temperature=0.8, seed=config.seed)[0])
     recent = [row["train_loss"] for row in history[-20:]]
     tokens_per_step = config.batch_size * config.block_size
@@ -359,6 +396,126 @@ def _result(config, prepared, model, history, ckpt_path, step, val_batches, trai
         tokens_per_s=tokens_per_step * step / train_seconds if train_seconds else 0.0,
         wall_s=train_seconds, sample=sample, interrupted=interrupted,
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Continued (domain-adaptive) pretraining: start from a checkpoint's weights instead of random ones
+# ----------------------------------------------------------------------------------------------------
+
+# What a checkpoint fixes: a continued run takes these from it (a config field left at its default takes the
+# checkpoint's value; any other value that differs is an error, never silently overridden).
+INIT_FROM_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "gelu", "tokenizer")
+
+
+def resolve_init_from(config):
+    """(config, checkpoint.Checkpoint or None): for config.init_from, the config with the checkpoint's
+    architecture and tokenizer kind (INIT_FROM_KEYS), and the loaded checkpoint; (config, None) without it.
+
+    The checkpoint must hold a plain GPT (pretrain's, import's, or a fine-tuned model saved whole with its head
+    tied) and its tokenizer. What continues: the weights and the tokenizer (widened by vocab_extra); what starts
+    afresh: the optimizer (no AdamW moments), the schedule (warmup, cosine, step 0), the history.
+    """
+    paths = {name: os.fspath(getattr(config, name)) for name in ("init_from", "vocab_extra")
+             if getattr(config, name) is not None}
+    config = dataclasses.replace(config, **paths)  # a pathlib.Path becomes a str (saved as JSON in checkpoints)
+    if config.init_from is None:
+        return config, None
+    path = config.init_from
+    if not os.path.isfile(path):
+        raise ValueError(f"init_from: {path!r} is not a file; expected a checkpoint such as runs/pretrain/ckpt.npz")
+    init = checkpoint.load(path)  # CheckpointError (a ValueError) names what is wrong
+    finetuned = init.meta.get("finetune") if isinstance(init.meta.get("finetune"), dict) else {}
+    if init.meta.get("model_class") != "GPT" or not isinstance(init.config, dict) or \
+            finetuned.get("export") == "adapter" or finetuned.get("head_untied"):
+        raise ValueError(f"init_from: {path!r} does not hold a plain GPT (it holds a {init.meta.get('model_class')}"
+                         f"{', LoRA adapters only' if finetuned.get('export') == 'adapter' else ''}"
+                         f"{', with an untied head' if finetuned.get('head_untied') else ''}); continue from a "
+                         "pretrained or imported checkpoint, or a fine-tuned one saved whole with its head tied")
+    if not isinstance(init.meta.get("tokenizer"), dict):
+        raise ValueError(f"init_from: {path!r} holds no tokenizer, so the new corpus cannot be turned into its ids; "
+                         "use a checkpoint written by `python -m tinyft pretrain` or `import`")
+    gpt = GPTConfig.from_dict(init.config)
+    fixed = {key: getattr(gpt, key) for key in INIT_FROM_KEYS if key != "tokenizer"}
+    fixed["tokenizer"] = init.meta["tokenizer"].get("type")
+    defaults, changes = PretrainConfig(), {}
+    for key, value in fixed.items():
+        asked = getattr(config, key)
+        if asked == value:
+            continue
+        if asked != getattr(defaults, key):
+            raise ValueError(f"init_from: the checkpoint has {key}={value!r}, but this run asks for {key}={asked!r}; "
+                             "continued pretraining keeps the checkpoint's architecture: leave "
+                             f"{key} (--{key.replace('_', '-')}) out")
+        changes[key] = value
+    config = dataclasses.replace(config, **changes)
+    if config.vocab_extra is not None and config.tokenizer == "bpe":
+        raise ValueError(f"vocab_extra widens a character vocabulary, but {path!r} uses the byte-level BPE "
+                         "tokenizer, which already encodes every text; leave --vocab-extra out")
+    return config, init
+
+
+def widen_vocabulary(tokenizer, text):
+    """(CharTokenizer, added characters): `tokenizer` with every character of `text` it lacks appended, in sorted
+    order, after its own. The old characters keep their ids, so the old embedding rows keep their meaning."""
+    added = sorted(set(text) - set(tokenizer.chars))
+    return CharTokenizer(list(tokenizer.chars) + added), added
+
+
+def _initial_tokenizer(config, init):
+    """The tokenizer a fresh run starts with: None (prepare_data builds one from the corpus), or for
+    init_from the checkpoint's own, widened by config.vocab_extra."""
+    if init is None:
+        return None
+    tokenizer = tokenizer_from_dict(init.meta["tokenizer"])
+    if config.vocab_extra is not None:
+        tokenizer, _ = widen_vocabulary(tokenizer, data.load_text(config.vocab_extra))
+    return tokenizer
+
+
+def load_initial_weights(model, init):
+    """Copy a checkpoint's weights into a freshly built `model`; returns how many vocabulary rows are new.
+
+    The model may have a wider vocabulary than the checkpoint (widen_vocabulary appended characters): rows
+    0..V_old-1 of the tied wte / lm_head matrix come from the checkpoint, the new rows keep the fresh
+    model's random draws (normal, std 0.02, as every embedding starts), to be learned by this run.
+    """
+    state = dict(init.model_state)
+    old = np.asarray(state["transformer.wte.weight"])  # (V_old, C)
+    wte = model.transformer.wte.weight.data.copy()  # (V_new, C): fresh draws
+    if old.shape[0] > wte.shape[0] or old.shape[1] != wte.shape[1]:
+        raise ValueError(f"init_from: the checkpoint's wte has shape {old.shape}, the model's {wte.shape}")
+    wte[:old.shape[0]] = old
+    state["transformer.wte.weight"] = wte
+    if "lm_head.weight" in state:
+        state["lm_head.weight"] = wte  # tied: one matrix under two names
+    model.load_state_dict(state)
+    return wte.shape[0] - old.shape[0]
+
+
+def check_corpus_coverage(prepared, tokenizer, config):
+    """ValueError when more than tasks.MAX_UNKNOWN_FRACTION of the corpus is <unk> for the checkpoint's
+    vocabulary: that text would train the model to predict "unknown character" over and over."""
+    unk = getattr(tokenizer, "unk_id", None)
+    if unk is None:  # byte-level BPE encodes every text
+        return 0.0
+    ids = np.concatenate([prepared["train"], prepared["val"]])
+    fraction = float((ids == unk).mean())
+    if fraction > MAX_UNKNOWN_FRACTION:
+        raise ValueError(f"corpus {config.corpus!r}: {fraction:.1%} of its characters are not in the checkpoint's "
+                         f"vocabulary (more than {MAX_UNKNOWN_FRACTION:.0%}); widen it with --vocab-extra "
+                         f"{config.corpus} (vocab_extra=...): the new characters get new embedding rows")
+    return fraction
+
+
+def check_sample_prompt(prompt, tokenizer):
+    """ValueError when the sample prompt holds characters the vocabulary does not know (checked before training)."""
+    unk = getattr(tokenizer, "unk_id", None)
+    if unk is None:
+        return
+    unknown = sorted({ch for ch in prompt if tokenizer.encode(ch)[0] == unk})
+    if unknown:
+        raise ValueError(f"sample_prompt {prompt!r} holds characters the vocabulary does not know: "
+                         f"{', '.join(map(repr, unknown))}; pass --sample-prompt with text from the corpus")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -7,14 +7,20 @@ Map of this file:
               out of pretraining; shifted = pairs of held-out modules never used in train
   "order"     2-way classification: a passage in its real word order, or the same words shuffled (equal
               characters in both classes: only knowledge of the language tells them apart); shifted = comments
+  The raw text of each comes from passages.py (kind_pool, describe_pairs, order_pool), before any tokenizer.
   Task        splits train/val/test/shifted, batch(), eval_arrays(), evaluate(), few_shot_prompt(), info()
   build_task(name, tokenizer, ...) makes one; baselines.bag_of_chars_baseline(task) is the non-neural yardstick.
+  Your own data: text_task (a text file: language modelling), labelled_task (JSONL/CSV: classification),
+  task_from_path (what `--data PATH` calls); check_task_vocabulary(task) checks any Task, also a hand-built one.
 One rule for every prompt task (kind, order, describe): a row is prompt ids + answer ids; x = row[:-1], y = row[1:]
 with every target before the answer set to -1, so the loss counts the answer tokens only.
 """
 
-import ast
-import importlib.util
+import csv
+import io
+import json
+import os
+import pathlib
 import re
 import warnings
 
@@ -22,6 +28,17 @@ import numpy as np
 
 from . import data
 from .autograd import no_grad
+from .passages import (
+    KIND_CLASSES,
+    KIND_LENGTHS,
+    KIND_SHIFTED_LENGTHS,
+    ORDER_LENGTHS,
+    ORDER_PRETRAIN_SEED,
+    describe_pairs,
+    kind_pool,
+    order_pool,
+    shuffle_words,
+)
 
 TASKS = ("code", "kind", "describe", "order")
 MAX_UNKNOWN_FRACTION = 0.05  # a tokenizer that maps more of the task's text to <unk> does not fit it
@@ -31,259 +48,20 @@ MAX_UNKNOWN_FRACTION = 0.05  # a tokenizer that maps more of the task's text to 
 CODE_CHUNK = 2048
 CODE_EVAL_FRACTION = 0.1
 
-# "kind": classes in this order (class 0 is the majority when imbalance > 1). Each label word starts with
-# its own letter, so one token - the label's first - names the class.
-KIND_CLASSES = ("prose", "docstring", "source", "comment")
+# "kind": 4 classes (passages.KIND_CLASSES; class 0 is the majority when imbalance > 1). Each label word starts
+# with its own letter, so one token - the label's first - names the class.
 KIND_SUFFIX = "\nkind: "
-KIND_LENGTHS = (64, 120)  # characters per passage in train / val / test
-KIND_SHIFTED_LENGTHS = (32, 63)  # shorter passages in shifted
 KIND_VAL_PER_CLASS, KIND_TEST_PER_CLASS, KIND_SHIFTED_PER_CLASS = 50, 100, 100
-KIND_SHIFTED_EVERY = 5  # topics and modules at sorted positions 4, 9, 14, ... feed only the shifted split
 
 # "describe": pairs of these held-out modules form the shifted split (file-system helpers, a topic the
 # train pairs never touch); the other held-out modules give train / val / test.
 DESCRIBE_SHIFTED_MODULES = ("shutil", "glob", "fnmatch")
 DESCRIBE_VAL_FRACTION, DESCRIBE_TEST_FRACTION = 0.1, 0.2
 
-# "order": is this passage in its real word order, or are the same words shuffled? Both classes hold exactly
-# the same characters, so only knowledge of the language can tell them apart. Passages come from text the
-# default pretraining never trains on: the broad corpus's validation region (the chunks that
-# data.train_val_split gives to validation with ORDER_PRETRAIN_SEED, as pretraining does with a
-# character tokenizer and that seed) and the held-out modules' docstrings. Shifted: code comments.
+# "order": a real passage or the same words shuffled (passages.order_pool says where the passages come from).
 ORDER_CLASSES = ("real", "shuffled")
 ORDER_SUFFIX = "\norder: "
-ORDER_LENGTHS = (60, 100)  # characters per passage (the whole passage + suffix + label fits block 128)
-ORDER_MIN_WORDS = 8
-ORDER_MIN_LETTER_SHARE = 0.85  # letters and spaces: prose, not code or tables
-ORDER_PRETRAIN_SEED = 0  # the pretraining seed whose validation region feeds the task
 ORDER_VAL_PASSAGES, ORDER_TEST_PASSAGES, ORDER_SHIFTED_PASSAGES = 100, 200, 200  # x2 examples each
-
-_CACHE = {}  # pools of raw text: built once per process
-
-
-# ----------------------------------------------------------------------------------------------
-# Raw text pools (no tokenizer involved)
-
-
-def _cut_passages(text, lo, hi, rng):
-    """Consecutive, non-overlapping passages of lo..hi characters, cut at whitespace, stripped.
-
-    Each passage draws its target length from rng; a piece shorter than lo (a document's tail) is dropped.
-    """
-    passages, pos, n = [], 0, len(text)
-    while pos < n:
-        while pos < n and text[pos].isspace():
-            pos += 1
-        end = pos + int(rng.integers(lo, hi + 1))
-        if end >= n:
-            piece, pos = text[pos:], n
-        else:
-            cut = max(text.rfind(" ", pos + lo, end + 1), text.rfind("\n", pos + lo, end + 1))
-            cut = end if cut == -1 else cut
-            piece, pos = text[pos:cut], cut
-        piece = piece.strip()
-        if lo <= len(piece) <= hi:
-            passages.append(piece)
-    return passages
-
-
-def _source_parts(source):
-    """(docstrings, comment blocks, code text) of one module's source.
-
-    docstrings  ast.get_docstring of the module and of every class and function (inspect.cleandoc'ed)
-    comments    runs of comment-only lines, the leading '#' marks removed (so the class is told by its
-                words, not by one character); a '#' line inside a non-docstring multi-line string would
-                be read as a comment (rare)
-    code        every other non-blank line: the source without docstrings and comment-only lines
-    """
-    tree = ast.parse(source)
-    docstrings, doc_lines = [], set()
-    stack = [tree]
-    while stack:  # descend only through statement bodies: much cheaper than ast.walk
-        node = stack.pop()
-        body = getattr(node, "body", None)
-        if not isinstance(body, list):
-            continue
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node, clean=True)
-            if doc:
-                docstrings.append(doc)
-                first = body[0]
-                doc_lines.update(range(first.lineno, first.end_lineno + 1))
-        for child in body:
-            stack.append(child)
-            for field in ("orelse", "finalbody", "handlers"):
-                stack.extend(getattr(child, field, None) or [])
-    comments, code, block = [], [], []
-    for number, line in enumerate(source.split("\n"), start=1):
-        stripped = line.strip()
-        if number not in doc_lines and stripped.startswith("#"):
-            block.append(re.sub(r"^#+\s?", "", stripped))
-            continue
-        if block:
-            comments.append("\n".join(block))
-            block = []
-        if number not in doc_lines and stripped:
-            code.append(line.rstrip())
-    if block:
-        comments.append("\n".join(block))
-    return docstrings, comments, "\n".join(code)
-
-
-def _kind_pool():
-    """{"in": {class: [(group, passage)]}, "shifted": {...}}: every passage the "kind" task can use.
-
-    Sources: prose = the 79 language-reference topics of pydoc_data.topics (group = topic key);
-    docstring / source / comment = the source files of data.BROAD_DOC_MODULES minus data.HELD_OUT_MODULES
-    (group = module). Groups at sorted positions 4, 9, 14, ... go to "shifted" (shorter passages).
-    Passage boundaries use a fixed seed, so the pool is the same for every task seed; a text that occurs
-    twice (e.g. a licence header) is kept once.
-    """
-    if "kind" in _CACHE:
-        return _CACHE["kind"]
-    from pydoc_data.topics import topics
-
-    documents = {c: [] for c in KIND_CLASSES}  # class -> [(group, text)]
-    for key in sorted(topics):
-        documents["prose"].append((key, topics[key]))
-    modules = []
-    for name in sorted(set(data.BROAD_DOC_MODULES) - set(data.HELD_OUT_MODULES)):
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        path = getattr(spec, "origin", None) or ""
-        if not path.endswith(".py"):  # frozen modules (abc, os, ...) have a __file__ only once imported
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. DeprecationWarning on import
-                module = importlib.import_module(name)
-            path = getattr(module, "__file__", None) or ""
-        if not path.endswith(".py"):
-            continue
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
-        docstrings, comments, code = _source_parts(source)
-        modules.append(name)
-        documents["docstring"] += [(name, d) for d in docstrings]
-        documents["comment"] += [(name, c) for c in comments]
-        documents["source"].append((name, code))
-    shifted_groups = set(sorted(topics)[KIND_SHIFTED_EVERY - 1::KIND_SHIFTED_EVERY])
-    shifted_groups |= set(modules[KIND_SHIFTED_EVERY - 1::KIND_SHIFTED_EVERY])
-    rng = np.random.default_rng(1234)  # fixed: passage boundaries do not depend on the task seed
-    pool = {"in": {c: [] for c in KIND_CLASSES}, "shifted": {c: [] for c in KIND_CLASSES}}
-    seen = set()
-    for c in KIND_CLASSES:
-        for group, text in documents[c]:
-            part = "shifted" if group in shifted_groups else "in"
-            lo, hi = KIND_SHIFTED_LENGTHS if part == "shifted" else KIND_LENGTHS
-            for passage in _cut_passages(text, lo, hi, rng):
-                if passage not in seen:
-                    seen.add(passage)
-                    pool[part][c].append((group, passage))
-    pool["shifted_groups"] = sorted(shifted_groups)
-    _CACHE["kind"] = pool
-    return pool
-
-
-def _describe_pairs():
-    """(kept pairs, leaked pairs) of data.held_out_docs(): a pair is leaked when its answer occurs verbatim
-    in data.broad_corpus() (the pretraining text); leaked pairs are removed from the task."""
-    if "describe" not in _CACHE:
-        broad = data.broad_corpus()
-        kept, leaked = [], []
-        for name, answer in data.held_out_docs():
-            (leaked if answer in broad else kept).append((name, answer))
-        _CACHE["describe"] = (kept, leaked)
-    return _CACHE["describe"]
-
-
-def _is_order_passage(passage):
-    """Prose enough for the order task: ORDER_MIN_WORDS words or more, mostly letters and spaces, and at
-    least four distinct words (so a shuffle can differ from the original)."""
-    words = passage.split(" ")
-    letters = sum(ch.isalpha() or ch == " " for ch in passage)
-    return (len(words) >= ORDER_MIN_WORDS and letters >= ORDER_MIN_LETTER_SHARE * len(passage)
-            and len(set(words)) >= 4)
-
-
-def _word_passages(words, lo, hi, rng):
-    """Consecutive passages of whole words joined by single spaces, each lo..hi characters long (its target
-    length drawn from rng); a word that would overshoot the target ends the passage, and a passage shorter
-    than lo (a document's tail) is dropped."""
-    passages, current = [], []
-    target = int(rng.integers(lo, hi + 1))
-    for word in words:
-        if current and len(" ".join(current)) + 1 + len(word) > target:
-            if len(" ".join(current)) >= lo:
-                passages.append(" ".join(current))
-            current, target = [], int(rng.integers(lo, hi + 1))
-        current.append(word)
-    if lo <= len(" ".join(current)) <= hi:
-        passages.append(" ".join(current))
-    return passages
-
-
-def _order_pool():
-    """{"in": [(group, passage)], "shifted": [(group, passage)]}: every passage the "order" task can use.
-
-    in       passages of ORDER_LENGTHS characters, whole words joined by single spaces, from
-             (a) each contiguous run of the broad corpus's validation region (group "broad@<position>") and
-             (b) each held-out docstring (group "held_out");
-    shifted  code comments of the "kind" pool (group = module), folded and filtered the same way.
-    A passage that occurs twice is kept once; one that also occurs in the pretraining text (the language
-    reference repeats sentences across topics) is dropped and counted in "leaked". Boundaries use a fixed
-    seed: the pool is the same for every task seed.
-    """
-    if "order" in _CACHE:
-        return _CACHE["order"]
-    broad = data.broad_corpus()
-    positions = np.arange(len(broad), dtype=np.int64)  # split character positions as pretraining splits ids
-    train_positions, val_positions = data.train_val_split(positions, val_fraction=0.1, seed=ORDER_PRETRAIN_SEED)
-
-    def contiguous_runs(p):  # sorted positions -> the (start, stop) of each run of consecutive ones
-        runs = np.split(p, np.nonzero(np.diff(p) != 1)[0] + 1)
-        return [(int(run[0]), int(run[-1]) + 1) for run in runs]
-
-    # the language reference repeats sentences across topics: a passage also in the training text is dropped
-    trained_on = re.sub(r"\s+", " ", "\n".join(broad[a:b] for a, b in contiguous_runs(train_positions)))
-    # a chunk starts and ends at arbitrary characters: its first and last (possibly cut) words are dropped
-    documents = [(f"broad@{a}", broad[a:b].split()[1:-1]) for a, b in contiguous_runs(val_positions)]
-    documents += [("held_out", doc.split()) for doc in sorted(data._held_out_docstrings())]
-    rng = np.random.default_rng(4321)  # fixed: passage boundaries do not depend on the task seed
-    pool, seen = {"in": [], "shifted": [], "leaked": 0}, set()
-    for group, words in documents:
-        for passage in _word_passages(words, *ORDER_LENGTHS, rng):
-            if _is_order_passage(passage) and passage not in seen:
-                seen.add(passage)
-                if passage in trained_on:
-                    pool["leaked"] += 1
-                    continue
-                pool["in"].append((group, passage))
-    lo, hi = ORDER_LENGTHS
-    for group, comment in _kind_pool()["in"]["comment"]:
-        passage = re.sub(r"\s+", " ", comment).strip()
-        if lo <= len(passage) <= hi and _is_order_passage(passage) and passage not in seen \
-                and passage not in trained_on:
-            seen.add(passage)
-            pool["shifted"].append((group, passage))
-    _CACHE["order"] = pool
-    return pool
-
-
-def shuffle_words(passage, rng):
-    """The passage's words (split at single spaces) in a random order that differs from the original text.
-
-    Same words, same spaces: the two texts hold exactly the same characters. Raises ValueError for a
-    passage whose every permutation reads the same (e.g. one repeated word).
-    """
-    words = passage.split(" ")
-    if len(set(words)) < 2:
-        raise ValueError(f"passage: needs two different words to shuffle, got {passage!r}")
-    while True:  # a draw equal to the original (the identity, or swaps of equal words) is drawn again
-        shuffled = " ".join(words[i] for i in rng.permutation(len(words)))
-        if shuffled != passage:
-            return shuffled
-
 
 # ----------------------------------------------------------------------------------------------
 # Examples and the Task
@@ -307,10 +85,11 @@ SPLITS = ("train", "val", "test", "shifted")
 
 
 class Task:
-    """A specialized dataset. Attributes: name (the task: "code", "kind", "order" or "describe"), task_type ("lm",
-    "classification" or "instruction": how it is batched and scored), metric, higher_is_better, tokenizer,
-    block_size, pad_id; train / val / test / shifted (lm: 1-D int64 id arrays; prompt tasks: lists of
-    Example); classification only: classes, label_ids (K,), train_clean_labels."""
+    """A specialized dataset. Attributes: name (the task: "code", "kind", "order", "describe", or your own
+    data's name), task_type ("lm", "classification" or "instruction": how it is batched and scored), metric,
+    higher_is_better, tokenizer, block_size, pad_id; train / val / test / shifted (lm: 1-D int64 id arrays;
+    prompt tasks: lists of Example; shifted may be None: no shifted split); classification only: classes,
+    label_ids (K,), train_clean_labels."""
 
     def __init__(self, name, task_type, metric, tokenizer, block_size, splits, pad_id, meta):
         self.name, self.task_type, self.metric = name, task_type, metric
@@ -327,6 +106,8 @@ class Task:
     def _split(self, split):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        if getattr(self, split) is None:
+            raise ValueError(f"task {self.name!r} has no {split} split (build it with shifted=FILE to measure one)")
         return getattr(self, split)
 
     def _answer_ids(self, example):
@@ -505,7 +286,7 @@ class Task:
         return dict(self._meta)
 
     def __repr__(self):
-        sizes = ", ".join(f"{s}={len(self._split(s))}" for s in SPLITS)
+        sizes = ", ".join(f"{s}={'none' if getattr(self, s) is None else len(getattr(self, s))}" for s in SPLITS)
         return f"Task({self.name!r}, task_type={self.task_type!r}, metric={self.metric!r}, {sizes})"
 
 
@@ -535,13 +316,14 @@ def _check_vocabulary(tokenizer, arrays, name):
     if fraction > MAX_UNKNOWN_FRACTION:
         raise ValueError(f"tokenizer: the checkpoint's vocabulary does not fit this task: {fraction:.1%} of "
                          f"task {name!r}'s tokens are unknown (<unk>), more than {MAX_UNKNOWN_FRACTION:.0%}; "
-                         "build the tokenizer over the task's text too")
+                         "build the tokenizer over the task's text too, or widen the checkpoint's: `python -m "
+                         "tinyft pretrain --init-from CKPT --corpus FILE --vocab-extra FILE` (docs/tasks.md)")
     return fraction
 
 
 def _cap(n_examples, available, name, what):
     if n_examples > available:
-        warnings.warn(f"n_examples={n_examples} is more than task {name!r} can provide on this Python: "
+        warnings.warn(f"n_examples={n_examples} is more than task {name!r} can provide: "
                       f"{available} {what}; using n_examples={available}", stacklevel=4)
         return available
     return n_examples
@@ -619,7 +401,7 @@ def _flip_labels(examples, label_noise, classes, rng):
 
 
 def _build_kind(tokenizer, n_examples, seed, block_size, label_noise, imbalance):
-    pool = _kind_pool()
+    pool = kind_pool()
     K = len(KIND_CLASSES)
     label_ids = _first_token_labels(tokenizer, KIND_CLASSES, "kind")
     rng = np.random.default_rng(seed)
@@ -673,7 +455,7 @@ def _build_kind(tokenizer, n_examples, seed, block_size, label_noise, imbalance)
 
 
 def _build_describe(tokenizer, n_examples, seed, block_size):
-    kept, leaked = _describe_pairs()
+    kept, leaked = describe_pairs()
     total = len(kept) + len(leaked)
 
     def module_of(qualified_name):
@@ -726,7 +508,7 @@ def _build_describe(tokenizer, n_examples, seed, block_size):
                   f"answer text (equal answers share a split), seeded: val ~{DESCRIBE_VAL_FRACTION:.0%}, test "
                   f"~{DESCRIBE_TEST_FRACTION:.0%}, train the rest (capped at n_examples); shifted = every pair of "
                   f"{', '.join(DESCRIBE_SHIFTED_MODULES)}",
-        "size_note": f"only {total} pairs exist on this Python (data.held_out_docs()); n_examples is capped at the "
+        "size_note": f"only {total} pairs exist in the snapshot (data.held_out_docs()); n_examples is capped at the "
                      "train pairs. More pairs need more modules in data.HELD_OUT_MODULES.",
         "unknown_fraction": _check_vocabulary(tokenizer, encoded, "describe"),
         "leakage": f"{len(leaked)} of {total} answers occur verbatim in data.broad_corpus() and were removed; "
@@ -737,7 +519,7 @@ def _build_describe(tokenizer, n_examples, seed, block_size):
 
 def _build_order(tokenizer, n_examples, seed, block_size, label_noise, imbalance):
     """Twins: each passage gives a "real" example and a "shuffled" one, and both go to the same split."""
-    pool = _order_pool()
+    pool = order_pool()
     K = len(ORDER_CLASSES)
     label_ids = _first_token_labels(tokenizer, ORDER_CLASSES, "order")
     rng = np.random.default_rng(seed)
@@ -856,6 +638,343 @@ def build_task(name, tokenizer, n_examples=1000, seed=0, block_size=128, label_n
                     {**common, "task_type": "instruction", **meta})
     task._meta["metric"], task._meta["higher_is_better"] = task.metric, task.higher_is_better
     return task
+
+
+# ----------------------------------------------------------------------------------------------
+# Your own data: a text to model (text_task) or labelled examples to classify (labelled_task)
+
+OWN_CHUNK_MAX = 4096  # text_task: tokens per chunk at most (as data.train_val_split) ...
+OWN_MIN_CHUNKS = 20  # ... and fewer tokens for a short text, so that it still gives about 20 chunks
+LABELLED_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}  # task_from_path: by extension
+MAPPED_LABEL_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # labels whose first tokens clash are renamed A, B, C, ...
+
+
+def _read_own_text(path_or_text, argument):
+    """(text, name) of a file or folder (name: the file's stem or the folder's name), or (text, None) of text
+    given directly: a str is text when it holds a newline or is longer than 255 characters, else a path."""
+    if isinstance(path_or_text, os.PathLike):
+        path = os.fspath(path_or_text)
+    elif isinstance(path_or_text, str):
+        if "\n" in path_or_text or len(path_or_text) > 255:
+            return path_or_text, None
+        path = path_or_text
+    else:
+        raise ValueError(f"{argument} must be a path (str or pathlib.Path) or the text itself (a str with a "
+                         f"newline), got {type(path_or_text).__name__}")
+    if not os.path.exists(path):
+        raise ValueError(f"{argument}: no file or folder at {path!r}; pass an existing path, or the text itself "
+                         "(a string holding a newline, or longer than 255 characters)")
+    text = data.load_text(path)  # a folder: its .txt/.md/.py files joined; errors name the file
+    source = pathlib.Path(os.path.abspath(path))
+    return text, (source.stem if source.is_file() else source.name)
+
+
+def _own_task_name(name, from_path, default):
+    name = (from_path or default) if name is None else name
+    if not isinstance(name, str) or not name.strip() or "\n" in name:
+        raise ValueError(f"name must be a non-empty one-line string (the task's name, recorded in checkpoints), "
+                         f"got {name!r}")
+    return name
+
+
+def _check_own_arguments(tokenizer, block_size, val_fraction, test_fraction):
+    if not callable(getattr(tokenizer, "encode", None)) or not hasattr(tokenizer, "vocab_size"):
+        raise ValueError(f"tokenizer must have encode() and vocab_size, got {type(tokenizer).__name__}")
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 2:
+        raise ValueError(f"block_size must be an int >= 2, got {block_size!r}")
+    for argument, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            raise ValueError(f"{argument} must be a number between 0 and 1 (exclusive), got {value!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be below 1 (the rest is train), got "
+                         f"{val_fraction} + {test_fraction}")
+
+
+def _common_meta(name, task_type, tokenizer, block_size, seed, pad):
+    return {"name": name, "block_size": int(block_size), "seed": seed, "pad_id": pad, "task_type": task_type,
+            "tokenizer": f"{type(tokenizer).__name__}(vocab_size={tokenizer.vocab_size})"}
+
+
+def text_task(path_or_text, tokenizer, block_size, val_fraction=0.1, test_fraction=0.1, shifted=None, seed=0,
+              name=None):
+    """A language-modelling Task on your own text: a file, a folder of text files (data.load_text), or the text.
+
+    Splits by whole contiguous chunks, as data.train_val_split: the ids are cut into chunks of
+    min(4096, N // 20) tokens (at least block_size + 1, so every split holds a whole window); a seeded draw
+    gives round(val_fraction * chunks) of them (at least 1) to val and as many by test_fraction to test; the
+    rest, and the short tail, are train. Each split is its chunks joined in text order, so no window ever
+    holds tokens of two splits (a window may span the seam between two chunks of the same split).
+    shifted  an optional second file, folder or text: the shifted split (the same kind of text from elsewhere,
+             measured but never trained on); without it the task has no shifted split (task.shifted is None)
+    name     the task's name, recorded in fine-tuned checkpoints (default: the file's stem, or "text")
+    The same vocabulary check as build_task: more than 5% of the tokens <unk> is a ValueError. info() holds
+    the chunk size and which chunks went to val and test.
+    """
+    _check_own_arguments(tokenizer, block_size, val_fraction, test_fraction)
+    block_size = int(block_size)
+    text, stem = _read_own_text(path_or_text, "path_or_text")
+    name = _own_task_name(name, stem, "text")
+    ids = tokenizer.encode(text)  # (N,) int64
+    shifted_ids, shifted_name = None, None
+    if shifted is not None:
+        shifted_text, shifted_name = _read_own_text(shifted, "shifted")
+        shifted_ids = tokenizer.encode(shifted_text)
+        if len(shifted_ids) < block_size + 1:
+            raise ValueError(f"shifted: the text has {len(shifted_ids)} tokens, fewer than block_size + 1 = "
+                             f"{block_size + 1} (one evaluation window); use a longer text or a smaller block size")
+    unknown = _check_vocabulary(tokenizer, [ids] if shifted_ids is None else [ids, shifted_ids], name)
+
+    chunk_size = max(block_size + 1, min(OWN_CHUNK_MAX, len(ids) // OWN_MIN_CHUNKS))
+    n_chunks = len(ids) // chunk_size
+    n_val, n_test = max(1, round(val_fraction * n_chunks)), max(1, round(test_fraction * n_chunks))
+    if n_chunks - n_val - n_test < 1:
+        raise ValueError(f"task {name!r}: the text has {len(ids)} tokens, too short for block_size={block_size}: "
+                         f"train, val and test each need at least one chunk of block_size + 1 = {block_size + 1} "
+                         f"tokens (at least {3 * (block_size + 1)} tokens in all, more with larger val/test "
+                         "fractions); use a longer text or a smaller block size")
+    order = np.random.default_rng(seed).permutation(n_chunks)
+    chunks = {"val": sorted(order[:n_val].tolist()), "test": sorted(order[n_val:n_val + n_test].tolist())}
+    chunks["train"] = sorted(order[n_val + n_test:].tolist())
+
+    def joined(numbers):
+        return np.concatenate([ids[c * chunk_size:(c + 1) * chunk_size] for c in numbers])
+
+    splits = {s: joined(chunks[s]) for s in ("train", "val", "test")}
+    splits["train"] = np.concatenate([splits["train"], ids[n_chunks * chunk_size:]])  # the short tail
+    splits["shifted"] = shifted_ids
+    pad = _pad_id(tokenizer)
+    meta = {
+        **_common_meta(name, "lm", tokenizer, block_size, seed, pad),
+        "source": os.fspath(path_or_text) if stem is not None else "text given directly",
+        "characters": len(text), "chunk_size": chunk_size, "n_chunks": n_chunks,
+        "chunks": {"val": chunks["val"], "test": chunks["test"]},
+        "tokens": {s: (0 if a is None else len(a)) for s, a in splits.items()},
+        "windows": {s: (0 if a is None else (len(a) - 1) // block_size) for s, a in splits.items()},
+        "n_examples": (len(splits["train"]) - 1) // block_size,
+        "shifted": (os.fspath(shifted) if shifted_name is not None else "text given directly")
+        if shifted is not None else None,
+        "splits": f"the text's {len(ids)} tokens are cut into {n_chunks} chunks of {chunk_size}; a seeded draw "
+                  f"gives {n_val} to val and {n_test} to test, the other {n_chunks - n_val - n_test} and the "
+                  f"{len(ids) - n_chunks * chunk_size}-token tail are train; each split keeps text order",
+        "unknown_fraction": unknown,
+    }
+    task = Task(name, "lm", "loss", tokenizer, block_size, splits, pad, meta)
+    task._meta["metric"], task._meta["higher_is_better"] = task.metric, task.higher_is_better
+    return task
+
+
+def read_labelled(path, text_key="text", label_key="label"):
+    """[(text, label, where)] from a file of labelled examples; label a str, where "line N" or "row N".
+
+    JSONL  one JSON object per line, e.g. {"text": "The film was a delight.", "label": "positive"}; blank lines
+           are skipped; an int label becomes its str
+    CSV    a header row naming the columns (text,label and any others), then one example per row (the standard
+           library's csv module: quoted fields may hold commas and newlines)
+    The format follows the extension (.csv is CSV, .jsonl/.json JSONL); any other is JSONL when its first
+    character (after white space) is "{", else CSV. Errors name the line or row.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        raise ValueError(f"path: no file at {path!r}; expected a .jsonl or .csv file of labelled examples")
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: a spreadsheet's byte-order mark
+            content = f.read()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    kind = LABELLED_FORMATS.get(os.path.splitext(path)[1].lower())
+    if kind is None:
+        kind = "jsonl" if content.lstrip().startswith("{") else "csv"
+    rows = []
+
+    def add(text, label, where):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}, {where}: {text_key!r} must be a non-empty string, got {text!r}")
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise ValueError(f"{path}, {where}: {label_key!r} must be a string (or an int), got {label!r}")
+        label = str(label).strip()
+        if not label or "\n" in label:
+            raise ValueError(f"{path}, {where}: {label_key!r} must be a non-empty one-line label, got {label!r}")
+        rows.append((text, label, where))
+
+    if kind == "jsonl":
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}, line {number}: not JSON ({err.msg}); a JSONL file holds one object per "
+                                 'line, e.g. {"text": "...", "label": "..."}') from None
+            if not isinstance(record, dict) or text_key not in record or label_key not in record:
+                raise ValueError(f"{path}, line {number}: expected an object with keys {text_key!r} and "
+                                 f"{label_key!r}, got {line.strip()[:80]!r}")
+            add(record[text_key], record[label_key], f"line {number}")
+    else:
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        columns = reader.fieldnames or []
+        if text_key not in columns or label_key not in columns:
+            raise ValueError(f"{path}: a CSV file needs a header row with the columns {text_key!r} and "
+                             f"{label_key!r}; found {', '.join(map(repr, columns)) or 'no header'}")
+        for number, record in enumerate(reader, start=2):
+            add(record[text_key], record[label_key], f"row {number}")
+    if not rows:
+        raise ValueError(f"{path}: holds no examples")
+    return rows
+
+
+def _label_names(tokenizer, classes, name):
+    """(names, label_ids): the label words themselves when their first tokens are known and distinct, else
+    the single-token names A, B, C, ... in class order; ValueError when neither fits the vocabulary."""
+    try:
+        return list(classes), _first_token_labels(tokenizer, classes, name)
+    except ValueError as err:
+        reason = str(err)
+    if len(classes) > len(MAPPED_LABEL_NAMES):
+        raise ValueError(f"task {name!r}: {reason}; and {len(classes)} classes are too many to rename A-Z: "
+                         "give the labels words with distinct first characters")
+    names = list(MAPPED_LABEL_NAMES[:len(classes)])
+    unk = getattr(tokenizer, "unk_id", None)
+    ids = [tokenizer.encode(n) for n in names]
+    if any(len(i) != 1 or i[0] == unk for i in ids) or len({int(i[0]) for i in ids}) != len(names):
+        raise ValueError(f"task {name!r}: {reason}; and the names {', '.join(names)} are not single known tokens "
+                         "either: give the labels words with distinct, known first characters")
+    return names, [int(i[0]) for i in ids]
+
+
+def labelled_task(path, tokenizer, block_size, val_fraction=0.1, test_fraction=0.1, shifted=None, seed=0,
+                  name=None, text_key="text", label_key="label"):
+    """A classification Task on your own labelled examples (a JSONL or CSV file: read_labelled).
+
+    Classes are the distinct labels, sorted. Each prompt is text + "\\n<name>: " (as the "kind" task's
+    "\\nkind: "), and the answer is the label word: its first token names the class, so the labels' first
+    tokens must be known and distinct; when they are not (e.g. "positive" and "pending"), the classes are
+    renamed A, B, C, ... (info()["label_names"] says which is which). An exact duplicate text is kept once.
+    Splits are stratified and seeded: each class gives round(val_fraction * its count) examples to val and
+    round(test_fraction * its count) to test, the rest to train. shifted: another labelled file with the same
+    labels (examples from elsewhere), measured but never trained on; without it task.shifted is None.
+    The same vocabulary check as build_task. name: default the file's stem.
+    """
+    _check_own_arguments(tokenizer, block_size, val_fraction, test_fraction)
+    block_size = int(block_size)
+    rows = read_labelled(path, text_key, label_key)
+    name = _own_task_name(name, pathlib.Path(os.fspath(path)).stem, "labelled")
+    first, conflicts = {}, 0  # text -> its first (label, where)
+    for text, label, where in rows:
+        if text in first:
+            conflicts += first[text][0] != label
+            continue
+        first[text] = (label, where)
+    classes = sorted({label for label, _ in first.values()})
+    if len(classes) < 2:
+        raise ValueError(f"{path}: every example has the label {classes[0]!r}; a classification task needs at "
+                         "least two labels")
+    names, label_ids = _label_names(tokenizer, classes, name)
+    suffix = f"\n{name}: "
+    if len(tokenizer.encode(suffix)) + 2 > block_size:
+        raise ValueError(f"block_size={block_size} is too small for task {name!r}: the prompt's ending {suffix!r} "
+                         "and the label need more tokens; pass a larger block size or a shorter name")
+    index = {c: k for k, c in enumerate(classes)}
+
+    def example(text, label, where):
+        k = index[label]
+        return Example(text, text + suffix, names[k], k, where)
+
+    rng = np.random.default_rng(seed)
+    splits = {s: [] for s in SPLITS}
+    per_class = {}
+    for c in classes:
+        items = [(t, lab, w) for t, (lab, w) in first.items() if lab == c]  # file order
+        items = [items[i] for i in rng.permutation(len(items))]
+        n_val, n_test = round(val_fraction * len(items)), round(test_fraction * len(items))
+        n_val, n_test = min(n_val, max(len(items) - 1, 0)), min(n_test, max(len(items) - 1 - n_val, 0))
+        splits["val"] += [example(*item) for item in items[:n_val]]
+        splits["test"] += [example(*item) for item in items[n_val:n_val + n_test]]
+        splits["train"] += [example(*item) for item in items[n_val + n_test:]]
+        per_class[c] = {"train": len(items) - n_val - n_test, "val": n_val, "test": n_test}
+    for s in ("val", "test"):
+        if not splits[s]:
+            raise ValueError(f"{path}: {len(first)} distinct examples in {len(classes)} classes leave the {s} split "
+                             f"empty at {s}_fraction={val_fraction if s == 'val' else test_fraction} (each class "
+                             f"gives round(fraction x its count)); use more examples or a larger {s}_fraction")
+    if shifted is None:
+        splits["shifted"] = None
+    else:
+        shifted_rows = read_labelled(shifted, text_key, label_key)
+        unknown_labels = sorted({lab for _, lab, _ in shifted_rows} - set(classes))
+        if unknown_labels:
+            raise ValueError(f"shifted: labels {unknown_labels} are not among the task's labels {classes}")
+        splits["shifted"] = [example(*row) for row in shifted_rows]
+    for s in SPLITS:  # interleave the classes
+        if splits[s] is not None:
+            splits[s] = [splits[s][i] for i in rng.permutation(len(splits[s]))]
+    prompts = [tokenizer.encode(e.prompt) for s in SPLITS if splits[s] is not None for e in splits[s]]
+    unknown = _check_vocabulary(tokenizer, prompts, name)
+    clean = np.array([e.label for e in splits["train"]], dtype=np.int64)
+    pad = _pad_id(tokenizer)
+    meta = {
+        **_common_meta(name, "classification", tokenizer, block_size, seed, pad),
+        "source": os.fspath(path), "classes": classes, "label_names": dict(zip(classes, names)),
+        "label_ids": label_ids, "prompt_suffix": suffix,
+        "sizes": {s: (None if splits[s] is None else len(splits[s])) for s in SPLITS},
+        "class_counts": per_class, "class_counts_train": np.bincount(clean, minlength=len(classes)).tolist(),
+        "n_examples": len(splits["train"]), "examples_read": len(rows),
+        "duplicates_dropped": len(rows) - len(first), "duplicates_with_another_label": conflicts,
+        "longest_prompt_tokens": max(len(p) for p in prompts),
+        "prompts_cut": sum(len(p) + 1 > block_size for p in prompts),
+        "shifted": os.fspath(shifted) if shifted is not None else None,
+        "splits": f"stratified, seed {seed}: each class gives round({val_fraction} x its count) examples to val, "
+                  f"round({test_fraction} x its count) to test, the rest to train",
+        "unknown_fraction": unknown,
+    }
+    task = Task(name, "classification", "accuracy", tokenizer, block_size, splits, pad, meta)
+    task.classes, task.label_ids, task.train_clean_labels = tuple(classes), np.array(label_ids, np.int64), clean
+    task.prompt_suffix = suffix
+    task._meta["metric"], task._meta["higher_is_better"] = task.metric, task.higher_is_better
+    return task
+
+
+def task_from_path(path, tokenizer, block_size, shifted=None, labelled=None, seed=0, val_fraction=0.1,
+                   test_fraction=0.1, name=None):
+    """The task `--data PATH` builds: labelled_task for labelled examples, else text_task.
+
+    labelled  None: decide by the extension (.jsonl, .json and .csv are labelled examples); True or False: say so
+    """
+    if labelled is None:
+        labelled = isinstance(path, (str, os.PathLike)) and \
+            os.path.splitext(os.fspath(path))[1].lower() in LABELLED_FORMATS and os.path.isfile(path)
+    build = labelled_task if labelled else text_task
+    return build(path, tokenizer, block_size, val_fraction=val_fraction, test_fraction=test_fraction,
+                 shifted=shifted, seed=seed, name=name)
+
+
+def check_task_vocabulary(task):
+    """The share of a task's tokens its tokenizer maps to <unk>: a ValueError above MAX_UNKNOWN_FRACTION, or
+    for an id outside the vocabulary. For any Task, also one built by hand with Task(...): finetune checks it.
+
+    lm splits are counted as they are (ids); prompt splits as the model reads them (prompt + answer ids).
+    """
+    tokenizer = getattr(task, "tokenizer", None)
+    if tokenizer is None:
+        return 0.0
+    name = getattr(task, "name", type(task).__name__)
+    arrays = []
+    for split in SPLITS:
+        value = getattr(task, split, None)
+        if value is None:
+            continue
+        if isinstance(value, np.ndarray):
+            ids = value
+        elif isinstance(task, Task) and task.task_type != "lm":
+            ids = np.concatenate([np.concatenate(pair) for pair in task._pairs(split)] or [np.zeros(0, np.int64)])
+        else:
+            continue  # something this check cannot read (a duck-typed task's own containers)
+        ids = np.asarray(ids)
+        outside = ids[(ids < 0) | (ids >= tokenizer.vocab_size)]
+        if outside.size:
+            raise ValueError(f"task {name!r}: its {split} split holds id {int(outside[0])}, outside the tokenizer's "
+                             f"vocabulary 0..{tokenizer.vocab_size - 1}; were its ids made by another tokenizer?")
+        arrays.append(ids)
+    return _check_vocabulary(tokenizer, arrays, name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,15 +38,16 @@ PROCESS_SETTINGS = os.environ.get("TINYFT_NO_PROCESS_SETTINGS", "").strip() != "
 
 # One threaded library at a time. A training step alternates BLAS calls (OpenBLAS's threads) with Numba
 # prange kernels (Numba's OpenMP threads). By default an OpenMP thread spins for a while after its loop
-# ends, holding a core that the next BLAS call needs: on 2 cores that made the GPT step 2-7x slower,
-# measured (docs/kernels.md). PASSIVE makes idle OpenMP threads sleep at once. It must be set before
+# ends, holding a core that the next BLAS call needs: on 2 cores that made the GPT step 2-4x slower
+# (`python benchmarks/bench_settings.py`, docs/kernels.md). PASSIVE makes idle OpenMP threads sleep at once. It must be set before
 # libgomp starts, and a value the user chose is kept.
 if PROCESS_SETTINGS:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
 
-# Measured on 2 cores (GPT step, median ms): workqueue ~205, OpenMP + PASSIVE ~260, OpenMP default ~500.
+# Measured on 2 cores (`python benchmarks/bench_settings.py`): spinning OpenMP (ACTIVE, or libgomp's default)
+# makes the step 2-4x slower than workqueue; OpenMP with PASSIVE comes close to workqueue but is less steady.
 # Numba's own "workqueue" pool sleeps between loops and never competes with OpenBLAS, so it is the default
 # here unless NUMBA_THREADING_LAYER says otherwise. Its one limit: do not launch parallel kernels from
 # several Python threads at once (Numba stops with an error); set NUMBA_THREADING_LAYER=omp for that.
@@ -61,8 +62,8 @@ def keep_freed_memory(max_block=32 * 1024 * 1024):
     A training step allocates the same few-MB temporaries every time (scores (B, H, T, T), MLP
     activations, logits). By default glibc serves each allocation above its mmap threshold with fresh
     pages from the kernel and hands them back on free, so every step pays a page fault and a zeroing
-    for every 4 KB of them: measured on 2 cores, 25% of the GPT step (160 -> 124 ms, and attention's
-    backward 2.7x slower in the step than alone). mallopt raises the threshold to max_block (glibc's
+    for every 4 KB of them: measured on 2 cores, 13-36% of the GPT step (`python benchmarks/bench_settings.py`,
+    the TINYFT_KEEP_MEMORY=0 row). mallopt raises the threshold to max_block (glibc's
     ceiling is 32 MB) and stops trimming the heap, so freed blocks are reused. The price: memory a
     process has freed is not returned to the system until it exits. Linux/glibc only; elsewhere, or
     with TINYFT_KEEP_MEMORY=0 or TINYFT_NO_PROCESS_SETTINGS=1, it does nothing. Returns True when the
@@ -137,7 +138,9 @@ class use:
 #  * after a call on two threads OpenBLAS's idle helper keeps polling for ~0.1 s, holding a core that the
 #    next Numba kernel needs (attention fwd+bwd right after such a product: 8.4 ms instead of 4.4);
 #  * attention multiplies 64 small (128 x 32) matrices per product; OpenBLAS splits each between its two
-#    threads and gains nothing (1.09 ms on two threads, 0.94 on one; 0.59 as two halves on our threads).
+#    threads and gains nothing by itself (`python benchmarks/bench_overheads.py` measured 0.62/0.58 ms on
+#    BLAS's two threads, 0.65/0.59 on one, 0.66/0.66 as two halves on our threads): the first reason is the
+#    one that counts.
 # So the products run here, each task one single-threaded BLAS call. np.matmul and our kernels compiled
 # with nogil=True release the GIL, so the threads really run at once. Numba's prange cannot serve here:
 # calling BLAS inside Numba needs SciPy, which tinyft does not require.

@@ -14,14 +14,15 @@ Map of this file:
   attention_forward_loops_numba / _backward_loops_numba   everything in one loop nest per (batch, head):
       for reading, and measured slower than BLAS + fused softmax (docs/kernels.md), so not dispatched
   attention_forward / attention_backward               dispatch on tinyft.kernels.current()
-Why the split: BLAS runs the products at 50-100 GFLOP/s even at (128, 32) @ (32, 128), a hand loop at
-~8; NumPy, for its part, needs five or six full (B, H, T, T) passes for mask + softmax, Numba one.
+Why the split: BLAS runs the products at ~110 GFLOP/s per thread even at (128, 32) @ (32, 128), the hand
+loops at 4-7 (benchmarks/bench_overheads.py); NumPy, for its part, needs five or six full (B, H, T, T)
+passes for mask + softmax, Numba one.
 What the backward needs: the row's probabilities. Either the forward keeps them (probs, T x T per head)
 or only the row's log-sum-exp lse_i = m + log sum_j exp(s_j - m), from which the backward recomputes
 p_ij = exp(s_ij - lse_i) (flash-attention's choice). `SAVE_PROBS` holds the measured winner for our
 sizes; both paths are tested. Backward, with D_i = dout_i . out_i:
-  dv_j += p_ij dout_i,   dp_ij = dout_i . v_j,   ds_ij = p_ij (dp_ij - D_i),
-  dq_i += ds_ij k_j / sqrt(hd),   dk_j += ds_ij q_i / sqrt(hd).
+  dv_j += p_ij dout_i,   dp_ij = dout_i . v_j,   ds_ij = p_ij (dp_ij - D_i) / sqrt(hd),
+  dq_i += ds_ij k_j,   dk_j += ds_ij q_i   (the scale enters once, in ds, as in the code).
 """
 
 import math

@@ -9,10 +9,11 @@ Map of this file:
   gelu_forward / gelu_backward, gelu_exact_forward / gelu_exact_backward   dispatch on tinyft.kernels.current()
 Why the kernel is fast: NumPy evaluates the formula as ~8 whole-array passes with temporaries; the
 kernel reads x once, keeps every intermediate in registers and writes y once. One catch: Numba's
-math.tanh is a scalar libm call (~15 ns each, measured), so the kernels call _math.tanh: for float32 a
-rational approximation that LLVM vectorizes (error ~2 float32 ulp), for float64 libm's tanh. The
-constants are cast to x's dtype (_math.as_type) so float32 data is computed in float32: 16 numbers per
-AVX-512 vector instead of 8 (measured, 2048 x 512 forward: 0.97 -> 0.55 ms, docs/kernels.md).
+math.tanh is a scalar libm call (~15 ns each, benchmarks/bench_overheads.py), so the kernels call
+_math.tanh: for float32 a rational approximation that LLVM vectorizes (error <= 4.9 float32 ulp,
+docs/kernels.md), for float64 libm's tanh. The constants are cast to x's dtype (_math.as_type) so
+float32 data is computed in float32: 16 numbers per AVX-512 vector instead of 8 (measured, 2048 x 512
+forward: 0.97 -> 0.55 ms, docs/kernels.md).
 The backward recomputes t = tanh(u) from x instead of saving it (one array less to keep and read).
 The exact GELU works the same way with _math.erf (float32: a rational approximation, float64: libm's erf)
 and _math.exp_nonpositive. Measured in float32 against float64 math on 4.4 million x in [-12, 12]: forward
