@@ -9,7 +9,7 @@ from conftest import one_blas_thread, quiet
 
 from tinyft import checkpoint, data, tasks
 from tinyft.autograd import manual_seed
-from tinyft.baselines import bag_of_chars_baseline, run_cost, train_from_scratch
+from tinyft.baselines import bag_of_chars_baseline, run_cost, train_from_scratch, visible_texts
 from tinyft.finetune import FinetuneConfig, apply_strategy, finetune
 from tinyft.nn import GPT, GPTConfig
 from tinyft.tokenizers import CharTokenizer
@@ -50,6 +50,26 @@ def test_bag_of_chars_baseline_beats_the_majority_class(kind):
     result = bag_of_chars_baseline(kind)
     assert result["majority"]["test"] == 0.25
     assert result["bag_of_chars"]["test"] > 0.45 and result["bag_of_chars"]["shifted"] > 0.35
+
+
+def test_bag_of_chars_sees_only_the_characters_the_network_sees():
+    tok = CharTokenizer.build([data.broad_corpus(), data.domain_corpus("stdlib_code")])
+
+    def short_kind(leak):
+        """kind at block_size 32: the network reads the last 31 - 7 = 24 passage characters (one token each,
+        then "\nkind: " and the answer). With leak, every prose passage gets "####" at its start: invisible."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            task = tasks.build_task("kind", tok, n_examples=200, block_size=32)
+        if leak:
+            for split in ("train", "val", "test", "shifted"):
+                setattr(task, split, [tasks.Example("####" + e.text, "####" + e.prompt, e.answer, e.label, e.group)
+                                      if e.label == 0 else e for e in getattr(task, split)])
+        return task
+
+    clean, leaky = short_kind(False), short_kind(True)
+    assert visible_texts(leaky, "test") == [e.text[-24:] for e in clean.test]  # the same last 24 characters
+    assert bag_of_chars_baseline(leaky) == bag_of_chars_baseline(clean)  # so the invisible "####" changes nothing
 
 
 def test_cost_full_is_six_n_per_token_and_a_head_costs_less():

@@ -297,3 +297,50 @@ def test_full_finetuning_at_a_high_lr_forgets_more_than_lora_or_a_low_lr(source_
     assert amount["full high"] > 0.05
     assert amount["full high"] > amount["lora high"] + 0.03
     assert amount["full high"] > amount["full low"] + 0.03
+
+
+def _per_row_losses(model, x, y):
+    """Each row's mean next-token loss over its counted targets (y >= 0), by hand in NumPy (float64)."""
+    logits = np.asarray(model(x)[0].data, dtype=np.float64)  # (B, T, V)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    rows = []
+    for b in range(len(x)):
+        counted = np.nonzero(y[b] >= 0)[0]
+        rows.append(-np.mean([logp[b, t, y[b, t]] for t in counted]))
+    return np.array(rows)
+
+
+def test_replay_with_a_prompt_task_weighs_task_and_source_by_rows_not_by_tokens():
+    model = tiny_float64_gpt(vocab=7)
+    source = np.random.default_rng(1).integers(0, 7, size=500)
+    B, T = 8, 6
+    x = np.random.default_rng(2).integers(0, 7, size=(B, T))
+    y = np.full((B, T), -1)
+    y[:, -1] = np.random.default_rng(3).integers(0, 7, size=B)  # one counted target per row: a class label
+    replay = fg.Replay(source, 0.25)  # round(0.25 * 8) = 2 source rows
+    mx, my = replay.mix_batch(x, y, np.random.default_rng(0))
+    assert mx.shape == (6, T) and (mx == x[:6]).all() and (my == y[:6]).all()
+    objective = model(mx, my)[1].item() + replay.penalty(model).item()
+    # the oracle: the same two source windows (the same rng, nothing drawn in mix_batch), each row's own mean
+    # loss, averaged over the 8 rows, then scaled by B / (B - n) as the docstring says
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, len(source) - T, size=2)
+    sx = np.stack([source[s:s + T] for s in starts])
+    sy = np.stack([source[s + 1:s + T + 1] for s in starts])
+    per_row = np.concatenate([_per_row_losses(model, x[:6], y[:6]), _per_row_losses(model, sx, sy)])
+    assert objective == pytest.approx(8 / 6 * per_row.mean(), rel=1e-9)
+    assert replay.penalty(model) is None  # used once per step
+    with pytest.raises(ValueError, match="prompt task"):
+        fg.Replay(source, 1.0).mix_batch(x, y, np.random.default_rng(0))
+
+
+def test_replay_with_a_new_classifier_head_trains_and_records_the_source_term(source_run):
+    from tinyft.tasks import build_task
+
+    task = build_task("order", source_run["tokenizer"], n_examples=16, seed=0, block_size=32)
+    task.val, task.test, task.shifted = task.val[:8], task.test[:8], task.shifted[:8]
+    model = checkpoint.load_model(source_run["path"])
+    result = finetune(model, task, ft_config(steps=3, classifier="head", task="order"),
+                      mitigations=[fg.Replay(source_run["source_train"], 0.25)], progress=False, log=quiet)
+    assert all(row["penalty"] > 0 for row in result.history)  # the source's loss, weighed in every step

@@ -2,8 +2,8 @@
 
 Map of this file:
   1. Baselines   train_from_scratch (same architecture, random init, same budget), prompting_baseline (no
-                 training, 0 and k shots in the prompt), bag_of_chars_baseline (no network at all, with the
-                 majority class), task_baselines (all that apply to a task, on its test split)
+                 training, 0 and k shots in the prompt), bag_of_chars_baseline (no network at all, on the
+                 characters the network sees: visible_texts; with the majority class), task_baselines (all that apply to a task, on its test split)
   2. Prompting and zero-shot scoring   label_probabilities, calibrated_prompting (demonstrations kept whole,
                  contextual calibration), text_losses, zero_shot_order (a loss threshold chosen on validation)
   3. Cost        run_cost (FLOPs, memory, wall time of a run; phase_tokens splits lp_ft's), pretraining_cost,
@@ -61,17 +61,30 @@ def _char_features(texts):
     return features
 
 
+def visible_texts(task, split):
+    """The passage characters the network reads, one string per example of a classification split: the
+    prompt as the task feeds it (cut from the left to fit block_size with its answer token), decoded, with the
+    prompt suffix ("\nkind: ") taken off. A passage longer than the context loses its start here too."""
+    suffix = task.prompt_suffix or ""
+    texts = []
+    for prompt_ids, _ in task._pairs(split):
+        text = task.tokenizer.decode(prompt_ids)
+        texts.append(text[:len(text) - len(suffix)] if suffix and text.endswith(suffix) else text)
+    return texts
+
+
 def bag_of_chars_baseline(task, steps=300, lr=0.5, weight_decay=1e-4):
     """Non-neural baselines of a classification task, trained on its (possibly noisy) train labels.
 
     bag_of_chars: multinomial logistic regression on _char_features (standardized with train statistics),
-    full-batch gradient descent, `steps` steps. majority: always the most frequent train label.
+    full-batch gradient descent, `steps` steps, on the characters the network sees (visible_texts: with a
+    short block_size the start of a long passage is cut for both). majority: the most frequent train label.
     Returns {"bag_of_chars": {"test": acc, "shifted": acc}, "majority": {"test": acc, "shifted": acc}}.
     """
     if task.task_type != "classification":
         raise ValueError(f"bag_of_chars_baseline needs a classification task; {task.name!r} is {task.task_type}")
     K = len(task.classes)
-    x = _char_features([e.text for e in task.train])  # (N, F)
+    x = _char_features(visible_texts(task, "train"))  # (N, F)
     labels = np.array([e.label for e in task.train])  # (N,)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8
     x = (x - mean) / std
@@ -89,7 +102,7 @@ def bag_of_chars_baseline(task, steps=300, lr=0.5, weight_decay=1e-4):
         if examples is None:  # a task without a shifted split (your own data, built without shifted=)
             continue
         truth = np.array([e.label for e in examples])
-        predicted = (((_char_features([e.text for e in examples]) - mean) / std) @ W + b).argmax(axis=1)
+        predicted = (((_char_features(visible_texts(task, split)) - mean) / std) @ W + b).argmax(axis=1)
         result["bag_of_chars"][split] = float((predicted == truth).mean())
         result["majority"][split] = float((truth == majority).mean())
     return result

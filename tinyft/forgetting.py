@@ -297,15 +297,26 @@ def delta_effective_ranks(pre_state, post_state, names=None):
 
 
 class Replay(Hook):
-    """Rehearse the source: replace round(fraction * B) rows of each fine-tuning batch by source windows.
+    """Rehearse the source: round(fraction * B) rows of each fine-tuning step come from the source text.
 
-    mix_batch(x, y, rng) keeps the first B - n rows of the task batch and puts n random windows of
-    source_ids (data.get_batch, with the loop's rng) in the last n rows, so each step's gradient is
-    (B - n)/B of the task's and n/B of the source's (for LM tasks where every row counts T positions).
-    n = floor(fraction * B + 1/2). With n = 0 the batch is returned untouched and the rng is NOT drawn
-    from, so fraction = 0 is plain fine-tuning, bit for bit. Cost: none beyond the data; the target
-    sees fewer rows per step.
-    block_size: the source window length; None means the task batch's T (they must match).
+    n = floor(fraction * B + 1/2) rows of the batch of B. The source then weighs n : (B - n) against the task,
+    row for row, whatever the task:
+      language modelling (every target counted: y >= 0 everywhere): mix_batch keeps the first B - n task rows
+          and puts n random source windows (data.get_batch, with the loop's rng) in the last n rows. Every row
+          counts T targets, so the mean over tokens is already a mean over rows.
+      prompt tasks (kind, order, describe: a row counts only its answer, ONE token for a class label):
+          replacing rows would weigh the target by its tokens, ~1 in 100 next to a window of source text
+          (a quarter of the rows would be ~97% of the loss). So mix_batch keeps the first B - n task rows
+          and draws nothing; penalty(model) then draws n source windows of the model's block_size (the same
+          rng, right after the forward) and returns (n / (B - n)) * their mean loss, through the language
+          model inside (gpt_of: a ClassifierModel's body and tied head). The objective is
+              L_task(B - n rows) + n / (B - n) * L_source(n rows) = B / (B - n) * (per-row mean over B rows),
+          the per-row mean scaled by B / (B - n) (4/3 at fraction 0.25): what a mixed LM batch weighs, up to
+          that constant. A fraction that leaves no task row raises ValueError.
+    With n = 0 the batch is returned untouched and the rng is NOT drawn from, so fraction = 0 is plain
+    fine-tuning, bit for bit. Cost: none beyond the data for LM tasks; for prompt tasks the n source rows are
+    whole windows (longer than a task row), so a step costs more.
+    block_size: the source window length; None means the task batch's T (LM) or the model's block_size.
     """
 
     def __init__(self, source_ids, fraction, block_size=None):
@@ -314,21 +325,42 @@ class Replay(Hook):
         self.source_ids = np.asarray(source_ids)
         self.fraction = float(fraction)
         self.block_size = block_size
+        self._pending = None  # prompt tasks: (source rows, task rows, rng) between mix_batch and penalty
 
     def rows(self, batch_size):
         return int(math.floor(self.fraction * batch_size + 0.5))
 
     def mix_batch(self, x, y, rng):
         n = self.rows(len(x))
+        self._pending = None
         if n == 0:
             return x, y  # no rng draw: plain fine-tuning
         T = x.shape[1]
-        if self.block_size is not None and self.block_size != T:
-            raise ValueError(f"Replay: block_size {self.block_size} differs from the task batch's T={T}")
+        if (np.asarray(y) >= 0).all():  # language modelling: every row counts T targets
+            if self.block_size is not None and self.block_size != T:
+                raise ValueError(f"Replay: block_size {self.block_size} differs from the task batch's T={T}")
+            sx, sy = data.get_batch(self.source_ids, n, T, rng)  # (n, T) each
+            x, y = x.copy(), y.copy()
+            x[len(x) - n:], y[len(y) - n:] = sx, sy
+            return x, y
+        if n >= len(x):  # a prompt task: its rows count one answer, so the source is weighed in penalty()
+            raise ValueError(f"Replay: fraction {self.fraction} leaves no task row in a batch of {len(x)} of a "
+                             "prompt task (classification or instruction: a row counts only its answer); "
+                             "use a fraction that keeps at least one task row")
+        self._pending = (n, len(x) - n, rng)
+        return x[:len(x) - n], y[:len(y) - n]  # (B - n, T) each
+
+    def penalty(self, model):
+        """Prompt tasks: n / (B - n) times the language-model loss on n source windows (None otherwise)."""
+        if self._pending is None:
+            return None
+        n, kept, rng = self._pending
+        self._pending = None
+        gpt = gpt_of(model)  # the language model, also inside a ClassifierModel
+        T = self.block_size or min(gpt.config.block_size, len(self.source_ids) - 1)
         sx, sy = data.get_batch(self.source_ids, n, T, rng)  # (n, T) each
-        x, y = x.copy(), y.copy()
-        x[len(x) - n:], y[len(y) - n:] = sx, sy
-        return x, y
+        _, loss = gpt(sx, sy)  # mean over the n * T source targets
+        return loss * (n / kept)
 
     def __repr__(self):
         return f"Replay(fraction={self.fraction})"
