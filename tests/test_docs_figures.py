@@ -477,7 +477,10 @@ def test_float32_tanh_error_bound_and_where_it_reaches_one():
     rounded = np.tanh(tail.astype(np.float64)).astype(np.float32)  # the correctly rounded float32 tanh
     assert_rounds_to(float(tail[rounded == 1].min()),
                      quoted(note, r"float32 tanh is ±1 from \|u\| ≈ ([\d.]*\d) on"), "9.01")
-    assert quoted(note, r"NumPy's float32 `np\.tanh` \(NumPy (\d+\.\d+)\)") == ".".join(np.__version__.split(".")[:2])
+    quoted_numpy, installed = quoted(note, r"NumPy's float32 `np\.tanh` \(NumPy (\d+\.\d+)\)"), ".".join(np.__version__.split(".")[:2])
+    if quoted_numpy != installed:  # e.g. Python 3.10, whose newest NumPy is 2.2: its tanh may round otherwise
+        pytest.skip(f"the note quotes NumPy {quoted_numpy}'s float32 tanh; this is NumPy {installed} (tinyft's own "
+                    "tanh was checked above)")
     numpy_one = float(quoted(note, r"for \|u\| up to (\d+) and exactly ±1 only from \d+ on"))
     assert float(tail[np.tanh(tail) == 1].min()) == numpy_one
     assert set(np.tanh(tail[(tail > 9.02) & (tail < numpy_one)]).tolist()) == {float(np.float32(1 - 2.0**-24))}
