@@ -33,7 +33,7 @@ from .baselines import (
     train_from_scratch,
     zero_shot_order,
 )
-from .experiments import choose_on_validation, mean_ci, paired_difference, verdict
+from .experiments import choose_on_validation, mean_ci, verdict
 from .finetune import FinetuneConfig, finetune, gpt_of
 from .forgetting import EWC, L2SP, Replay, fisher_diagonal, source_data, source_loss, wise_ft
 from .loops import check_out_dir
@@ -154,7 +154,7 @@ class Bench:
 
     def _measure(self, result, task, scratch):
         m = result.metric
-        plain = isinstance(result.model, type(gpt_of(result.model))) and not getattr(gpt_of(result.model), "head_untied", False)
+        plain = result.model is gpt_of(result.model) and not getattr(result.model, "head_untied", False)  # a GPT, tied
         out = {"metric": m, "higher_is_better": result.higher_is_better, "cost": result.cost,
                "state": gpt_of(result.model).state_dict() if plain else None}  # for WiSE-FT
         for split in ("val", "test", "shifted"):
@@ -211,11 +211,12 @@ def _row(claim_id, claim, metric, values, direction=1, detail=""):
 
 
 def _paired_row(claim_id, claim, metric, a, b, direction=1, detail=""):
-    """Row on the per-seed differences a_i - b_i (the claim: positive when direction = +1)."""
-    mean, lo, hi = paired_difference(a, b) if len(a) > 1 else (float(a[0] - b[0]), float("nan"), float("nan"))
-    row = _row(claim_id, claim, metric, np.asarray(a, dtype=float) - np.asarray(b, dtype=float), direction, detail)
-    row["value"] = mean
-    return row
+    """Row on the per-seed differences a_i - b_i (the claim: positive when direction = +1): the interval of
+    the differences is experiments.paired_difference's, which _row computes from them."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired row needs one a and one b per seed: got {len(a)} and {len(b)} values")
+    return _row(claim_id, claim, metric, a - b, direction, detail)
 
 
 def _better(run, task):
