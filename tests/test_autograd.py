@@ -10,7 +10,7 @@ import pytest
 
 import tinyft
 from tinyft import Tensor, gradcheck
-from tinyft.autograd import topological_order, unbroadcast
+from tinyft.autograd import Function, topological_order, unbroadcast
 
 
 def rand(*shape, seed=0, low=-1.0, high=1.0, requires_grad=True):
@@ -339,12 +339,58 @@ def test_non_scalar_backward_uses_the_explicit_gradient():
 def test_two_backward_calls_accumulate_the_gradient():
     x = rand(4, seed=35)
     y = (x * x).sum()
-    y.backward()
+    y.backward(retain_graph=True)  # keep the saved arrays for the second pass
     first = x.grad.copy()
+    np.testing.assert_allclose(first, 2 * x.data)  # d sum(x^2) / dx = 2x, by hand
     y.backward()
     np.testing.assert_allclose(x.grad, 2 * first)
     x.zero_grad()
     assert x.grad is None
+
+
+def test_a_second_backward_through_a_freed_graph_raises_and_changes_nothing():
+    x = rand(4, seed=36)
+    shared = x * x  # a trunk used by two outputs
+    first, second = shared.sum(), (shared * 3.0).sum()
+    first.backward()  # frees the trunk's saved arrays
+    before = x.grad.copy()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        second.backward()  # its own node is intact, the trunk is not: refused before any work
+    np.testing.assert_array_equal(x.grad, before)
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        first.backward()
+
+
+def test_backward_lets_go_of_saved_arrays_and_intermediate_results():
+    import weakref
+
+    class Tracked(np.ndarray):  # a plain ndarray cannot be weakly referenced; a subclass can
+        pass
+
+    class Square(Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a.view(Tracked))
+            return a * a
+
+        @staticmethod
+        def backward(ctx, g):
+            (a,) = ctx.saved
+            return 2 * a * g
+
+    x = rand(3, seed=37)
+    saved_probe = []
+    hidden = Square.apply(x * 1.0)  # the input of Square is an intermediate result nobody else holds
+    saved_probe.append(weakref.ref(hidden._ctx.saved[0]))
+    loss = hidden.sum()
+    del hidden
+    loss.backward()
+    assert saved_probe[0]() is None  # the saved array was released once its backward had run
+    np.testing.assert_allclose(x.grad, 2 * x.data)
+    kept = Square.apply(x * 1.0)
+    probe = weakref.ref(kept._ctx.saved[0])
+    kept.sum().backward(retain_graph=True)
+    assert probe() is not None  # retain_graph=True keeps it
 
 
 def test_leaf_gradient_is_an_ndarray_of_the_leaf_shape_even_for_scalars():

@@ -194,7 +194,8 @@ def check_attention(shape, dtype, causal, save_probs, paths=tuple(ATTENTION_PATH
 @pytest.mark.parametrize("heads_per_task", [1, 3])
 def test_attention_numba_matches_twin_for_any_head_groups_and_row_blocks(heads_per_task, row_block, dtype,
                                                                          monkeypatch):
-    # The tests above never split: at most 6 heads (HEADS_PER_TASK = 8) and T <= 64 (ROW_BLOCK = 64).
+    # The tests above never split: tasks take whole batch elements (about HEADS_PER_TASK = 16 heads) and
+    # T <= 64 (ROW_BLOCK = 64). Here heads_per_task 1 and 3 give one batch element per task.
     monkeypatch.setattr(attention, "HEADS_PER_TASK", heads_per_task)
     monkeypatch.setattr(attention, "ROW_BLOCK", row_block)
     for shape in [(1, 5, 13, 8), (2, 2, 10, 3), (2, 1, 1, 4)]:  # B*H = 5, 4, 2 heads; T = 13, 10 (5 | 10), 1

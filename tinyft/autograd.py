@@ -108,9 +108,17 @@ class Context:
         self.inputs = inputs
         self.needs_input_grad = tuple(t.requires_grad for t in inputs)
         self.saved = ()
+        self.freed = False
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
+
+    def free(self):
+        """Let go of the saved arrays and the input Tensors once backward has used them (what
+        backward(retain_graph=False) does): intermediate results nobody else holds are then freed."""
+        self.saved = ()
+        self.inputs = ()
+        self.freed = True
 
 
 class Function:
@@ -231,10 +239,14 @@ class Tensor:
         self.grad = None
 
     # --- backward ---------------------------------------------------------------------------------
-    def backward(self, grad=None):
+    def backward(self, grad=None, retain_graph=False):
         """Fill `.grad` of every leaf this tensor depends on with d(self)/d(leaf), accumulating.
 
         `grad` is d(loss)/d(self); it may be omitted only when self holds a single number.
+        As in PyTorch, each Function lets go of the arrays it saved for backward as soon as its backward
+        has run, so a finished graph holds no activations (a training loop whose old `loss` is still
+        referenced during the next forward does not keep two steps' activations). retain_graph=True
+        keeps them, for a second backward() through the same graph.
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad, so no graph leads to it; "
@@ -248,8 +260,14 @@ class Tensor:
         if grad.shape != self.shape:
             raise ValueError(f"backward: grad has shape {grad.shape}, expected the output's shape {self.shape}")
 
+        order = topological_order(self)
+        if any(node._ctx is not None and node._ctx.freed for node in order):  # checked before any work
+            raise RuntimeError("backward: part of this graph was already used by a backward() that freed its "
+                               "saved arrays; to go backward through a graph twice, pass retain_graph=True to "
+                               "every backward() but the last (as in PyTorch). Nothing was accumulated.")
         grads = {id(self): grad}  # d(self)/d(node), keyed by id(node), filled as we walk back
-        for node in reversed(topological_order(self)):
+        while order:  # from the output back to the leaves; popping lets each node go once it is done
+            node = order.pop()
             g = grads.pop(id(node), None)
             if g is None:
                 continue
@@ -272,6 +290,8 @@ class Tensor:
                                        f"{g_in.shape} for an input of shape {inp.shape}")
                 g_in = g_in.astype(inp.dtype, copy=False)
                 grads[id(inp)] = grads[id(inp)] + g_in if id(inp) in grads else g_in
+            if not retain_graph:
+                ctx.free()  # its saved arrays, and its inputs (whose data nobody else may need)
 
     # --- operators (each one line: the work is in the Functions below) ----------------------------
     def _lift(self, other):

@@ -9,9 +9,11 @@ Map of this file:
   embedding, dropout          row lookup (scatter-add gradient), seeded inverted dropout
   where, masked_fill          choose elementwise between two tensors
   attention                   causal scaled dot-product attention over (B, H, T, hd)
+  qkv_attention               the same for all heads at once on a packed (B, T, 3C) q|k|v, heads side by side
 Two versions of the hot ops. `linear_composed, layer_norm_composed, gelu_composed, gelu_exact_composed,
-cross_entropy_composed, embedding_composed, attention_composed` are built from engine ops: read them, they are
-the spec. The public names `linear, layer_norm, gelu, gelu_exact, cross_entropy, embedding, attention` apply
+cross_entropy_composed, embedding_composed, attention_composed, qkv_attention_composed` are built from engine
+ops: read them, they are the spec. The public names `linear, layer_norm, gelu, gelu_exact, cross_entropy,
+embedding, attention, qkv_attention` apply
 one fused Function each (section "fused ops" at the end), whose forward and backward call tinyft/kernels/:
 the Numba kernels, or their NumPy twins under tinyft.kernels.use("numpy"). tests/test_kernels.py checks
 that every fused op equals its composed spec. softmax, log_softmax, erf, where, masked_fill, dropout stay
@@ -244,6 +246,29 @@ def attention_composed(q, k, v, causal=True):
         scores = masked_fill(scores, future, -np.inf)
     probs = softmax(scores, axis=-1)  # (B, H, T, T) rows sum to 1
     return probs @ v  # (B, H, T, hd)
+
+
+def _check_qkv(qkv, n_head):
+    if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head < 1:
+        raise ValueError(f"qkv_attention: n_head must be a positive int, got {n_head!r}")
+    if qkv.ndim != 3 or qkv.shape[-1] % (3 * n_head):
+        raise ValueError(f"qkv_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
+                         f"got shape {qkv.shape}")
+
+
+def qkv_attention_composed(qkv, n_head, causal=True):
+    """Multi-head attention on q, k, v packed side by side: qkv (B, T, 3C) -> (B, T, C), heads side by side.
+
+    Step by step, as nanoGPT's CausalSelfAttention writes it: split into q, k, v (B, T, C); give each head
+    its own axis, (B, T, H, hd) -> (B, H, T, hd); attend; put the heads back side by side, (B, T, C).
+    """
+    _check_qkv(qkv, n_head)
+    B, T, C3 = qkv.shape
+    C, H = C3 // 3, int(n_head)
+    q, k, v = qkv[:, :, :C], qkv[:, :, C:2 * C], qkv[:, :, 2 * C:]  # 3 x (B, T, C)
+    q, k, v = (a.reshape(B, T, H, C // H).transpose(0, 2, 1, 3) for a in (q, k, v))  # 3 x (B, H, T, hd)
+    y = attention_composed(q, k, v, causal)  # (B, H, T, hd)
+    return y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, H, hd) -> (B, T, C)
 
 
 # --- fused ops: one Function each, forward and backward in tinyft/kernels/ ------------------------------
@@ -481,3 +506,37 @@ def attention(q, k, v, causal=True):
     if _fused_dtype(q, k, v) is None:
         return attention_composed(q, k, v, causal)
     return AttentionFunction.apply(q, k, v, causal=bool(causal))
+
+
+class QKVAttentionFunction(Function):
+    """qkv_attention as one Function; kernels/attention.py's qkv_attention_forward / _backward.
+
+    The Numba path reads each head of q, k, v as a strided view of qkv and writes y and dqkv in place, so
+    the split, reshapes and transposes of qkv_attention_composed cost no copies (forward or backward).
+    Saves qkv, the output y (the next Linear keeps it anyway), each row's log-sum-exp and, if
+    kernels.attention.SAVE_PROBS, the probabilities.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, n_head=None, causal=True):
+        qkv = _c(qkv, qkv.dtype)  # (B, T, 3C)
+        y, lse, probs = kernels.attention.qkv_attention_forward(qkv, n_head, causal, kernels.attention.SAVE_PROBS)
+        ctx.save_for_backward(qkv, y, lse, probs)
+        ctx.n_head, ctx.causal = n_head, causal
+        return y  # (B, T, C)
+
+    @staticmethod
+    def backward(ctx, g):
+        qkv, y, lse, probs = ctx.saved
+        return kernels.attention.qkv_attention_backward(_c(g, qkv.dtype), qkv, y, lse, probs, ctx.n_head, ctx.causal)
+
+
+def qkv_attention(qkv, n_head, causal=True):
+    """Multi-head (causal) attention on qkv (B, T, 3C) = [q | k | v], each C = n_head heads of C // n_head
+    side by side -> (B, T, C), heads side by side. Fused: QKVAttentionFunction (qkv_attention_composed
+    spells out the split, reshapes and transposes it avoids)."""
+    qkv = _tensor(qkv)
+    _check_qkv(qkv, n_head)
+    if _fused_dtype(qkv) is None:
+        return qkv_attention_composed(qkv, n_head, causal)
+    return QKVAttentionFunction.apply(qkv, n_head=int(n_head), causal=bool(causal))

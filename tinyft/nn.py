@@ -17,7 +17,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import functional as F
-from .autograd import Tensor, default_rng, no_grad, split
+from .autograd import Tensor, default_rng, no_grad
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Parameter and Module
@@ -462,7 +462,7 @@ class CausalSelfAttention(Module):
     """Multi-head causal self-attention: one Linear makes q, k, v for all heads; each head attends over
     positions 0..t; the heads' outputs are concatenated and projected back by c_proj.
 
-    F.attention has no dropout on the attention probabilities, so unlike nanoGPT there is no attn_dropout
+    F.qkv_attention has no dropout on the attention probabilities, so unlike nanoGPT there is no attn_dropout
     (it holds no parameters, so the state_dict names are unaffected); resid_dropout acts on the output.
     """
 
@@ -475,15 +475,11 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x):  # (B, T, C)
-        B, T, C = x.shape
-        H, hd = self.n_head, C // self.n_head
-        qkv = self.c_attn(x)  # (B, T, 3C)
-        q, k, v = split(qkv, 3, axis=2)  # 3 x (B, T, C)
-        q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
-        k = k.reshape(B, T, H, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
-        v = v.reshape(B, T, H, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
-        y = F.attention(q, k, v, causal=True)  # (B, H, T, hd)
-        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, H, hd) -> (B, T, C): heads side by side
+        qkv = self.c_attn(x)  # (B, T, 3C): q, k, v side by side, each C = H heads of hd = C // H channels
+        # F.qkv_attention splits q, k, v, gives each head its own axis (B, H, T, hd), attends (position t
+        # sees 0..t), and puts the heads back side by side; F.qkv_attention_composed shows each of those
+        # steps. The fused op does them without copying: each head is a strided view of qkv.
+        y = F.qkv_attention(qkv, self.n_head, causal=True)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
 

@@ -3,7 +3,7 @@
 Map of this file:
   1. Optimizer            param groups, zero_grad(), state_dict()/load_state_dict(), the NaN/inf check
   2. SGD, Adam, AdamW     each step() is a loop over parameters; SGD writes its formula out here, Adam and
-                          AdamW call kernels/adamw.py's adam_update, whose NumPy twin adam_update_reference
+                          AdamW call kernels/adamw.py's adam_update_many, whose NumPy twin adam_update_reference
                           is the textbook formula line by line (the Numba loop computes the same in one pass)
   3. param_groups_for_weight_decay   decay on Linear weights only (no biases, LayerNorm, embeddings)
   4. Schedules            cosine_schedule (linear warmup, then cosine), set_lr, LRScheduler
@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from .autograd import Tensor
-from .kernels.adamw import adam_update
+from .kernels.adamw import adam_update_many
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Optimizer: the bookkeeping every optimizer shares
@@ -262,14 +262,17 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), check_finite)
 
     def step(self):
+        updates = []
         for i, group, p in self.params_to_update():
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             state = self.state.setdefault(i, {"step": 0, "m": np.zeros_like(p.data), "v": np.zeros_like(p.data)})
             state["step"] += 1
-            # The formulas of the docstring, in one pass over p, g, m and v (updated in place): the Numba
-            # kernel, or its NumPy twin under tinyft.kernels.use("numpy"), in tinyft/kernels/adamw.py.
-            adam_update(p.data, self._grad(p), state["m"], state["v"], lr, beta1, beta2, eps, wd, state["step"],
-                        decoupled=self.decoupled_weight_decay)
+            updates.append((p.data, self._grad(p), state["m"], state["v"], lr, beta1, beta2, eps, wd, state["step"],
+                            self.decoupled_weight_decay))
+        # The formulas of the docstring, in one pass over each p, g, m and v (updated in place): the Numba
+        # kernel, or its NumPy twin under tinyft.kernels.use("numpy"), in tinyft/kernels/adamw.py. All the
+        # parameters go in one call, so the cores share the work with one hand-off per step.
+        adam_update_many(updates)
 
 
 class AdamW(Adam):

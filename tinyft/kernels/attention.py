@@ -14,6 +14,9 @@ Map of this file:
   attention_forward_loops_numba / _backward_loops_numba   everything in one loop nest per (batch, head):
       for reading, and measured slower than BLAS + fused softmax (docs/kernels.md), so not dispatched
   attention_forward / attention_backward               dispatch on tinyft.kernels.current()
+  qkv_attention_forward / _backward (+ _reference, _numba)   the same on c_attn's packed (B, T, 3C) output:
+      split_heads and heads_view give each head as a strided view, so nothing is copied out or back
+      (what the GPT runs: one (B, T, 3C) in, (B, T, C) out, one (B, T, 3C) gradient back)
 Why the split: BLAS runs the products at ~110 GFLOP/s per thread even at (128, 32) @ (32, 128), the hand
 loops at 4-7 (benchmarks/bench_overheads.py); NumPy, for its part, needs five or six full (B, H, T, T)
 passes for mask + softmax, Numba one.
@@ -164,7 +167,7 @@ def attention_backward_loops_numba(dout, q, k, v, out, lse, probs, causal):
 # so with row blocks of ROW_BLOCK the masked top-right of each T x T matrix is never multiplied (a quarter
 # of the product work with two blocks). The row kernels write exact zeros there.
 
-HEADS_PER_TASK = 8  # one task's scores, 8 x 128 x 128 floats, stay in L2; 8 to 32 measured alike (docs/kernels.md)
+HEADS_PER_TASK = 16  # one task's scores, 16 x 128 x 128 floats (1 MB), stay in L2; 16 and 32 beat 8 (docs/kernels.md)
 ROW_BLOCK = 64  # two blocks at T = 128 skip a quarter of the products; smaller blocks skip more but cost more calls
 
 
@@ -176,22 +179,23 @@ def _row_blocks(T, causal):
 
 
 def _rows_by_keys(a, b, out, blocks):
-    """out[:, r0:r1, :r1] = a[:, r0:r1] @ b[:, :r1]^T per block: scores q k^T, and dp = dout v^T."""
+    """out[..., r0:r1, :r1] = a[..., r0:r1, :] @ b[..., :r1, :]^T per block, over stacks of heads: scores
+    q k^T, and dp = dout v^T."""
     for r0, r1 in blocks:
-        np.matmul(a[:, r0:r1], b[:, :r1].transpose(0, 2, 1), out=out[:, r0:r1, :r1])
+        np.matmul(a[..., r0:r1, :], np.swapaxes(b[..., :r1, :], -1, -2), out=out[..., r0:r1, :r1])
 
 
 def _weights_times(w, b, out, blocks):
-    """out[:, r0:r1] = w[:, r0:r1, :r1] @ b[:, :r1] per block: out = p v, and dq = ds k."""
+    """out[..., r0:r1, :] = w[..., r0:r1, :r1] @ b[..., :r1, :] per block: out = p v, and dq = ds k."""
     for r0, r1 in blocks:
-        np.matmul(w[:, r0:r1, :r1], b[:, :r1], out=out[:, r0:r1])
+        np.matmul(w[..., r0:r1, :r1], b[..., :r1, :], out=out[..., r0:r1, :])
 
 
 def _weights_transposed_times(w, b, out, blocks):
-    """out[:, c0:c1] = w[:, c0:, c0:c1]^T @ b[:, c0:] per block of keys c0..c1-1 (rows before c0 are masked
-    for them): dv = p^T dout, and dk = ds^T q."""
+    """out[..., c0:c1, :] = w[..., c0:, c0:c1]^T @ b[..., c0:, :] per block of keys c0..c1-1 (rows before c0
+    are masked for them): dv = p^T dout, and dk = ds^T q."""
     for c0, c1 in blocks:
-        np.matmul(w[:, c0:, c0:c1].transpose(0, 2, 1), b[:, c0:], out=out[:, c0:c1])
+        np.matmul(np.swapaxes(w[..., c0:, c0:c1], -1, -2), b[..., c0:, :], out=out[..., c0:c1, :])
 
 
 def _causal_softmax_rows(s, scale, causal, lse):
@@ -204,15 +208,15 @@ def _causal_softmax_rows(s, scale, causal, lse):
             row = s[h, i]
             n_keys = i + 1 if causal else T
             m = row[0]
-            for j in range(n_keys):
+            for j in range(1, n_keys):
                 m = max(m, row[j])
             m *= scale  # scale > 0, so the largest scaled score is the scaled largest score
-            total = 0.0
+            total = as_type(0.0, s)  # in the rows' own dtype: float32 rows keep 16 lanes per vector
             for j in range(n_keys):
                 e = exp_nonpositive(row[j] * scale - m, s)
                 row[j] = e
-                total += e
-            inv = as_type(1.0 / total, s)  # a float32 factor for float32 rows: the loop stays float32
+                total += e  # (fast-math lets LLVM keep 16 partial sums, so rounding stays tiny)
+            inv = as_type(1.0, s) / total
             for j in range(n_keys):
                 row[j] *= inv
             for j in range(n_keys, T):
@@ -234,19 +238,17 @@ def _probs_from_lse(s, scale, causal, lse):
                 row[j] = 0.0
 
 
-def _softmax_backward_rows(dp, p, dout, out, scale, causal):
-    """In place: dp (S, T, T) = dout v^T -> ds = p (dp - D) * scale, D_i = dout_i . out_i = sum_j p_ij dp_ij.
-    Entries above the diagonal are not read (the product may have skipped them) and are written as 0."""
+def _softmax_backward_rows(dp, p, D, scale, causal):
+    """In place: dp (S, T, T) = dout v^T -> ds = p (dp - D) * scale, with D (S, T) holding D_i = dout_i . out_i
+    (which equals sum_j p_ij dp_ij). Entries above the diagonal are not read (the product may have skipped
+    them) and are written as 0."""
     S, T, _ = dp.shape
-    hd = dout.shape[2]
     for h in range(S):
         for i in range(T):
             n_keys = i + 1 if causal else T
-            D = 0.0
-            for d in range(hd):
-                D += dout[h, i, d] * out[h, i, d]
+            Di = D[h, i]
             for j in range(n_keys):
-                dp[h, i, j] = p[h, i, j] * (dp[h, i, j] - D) * scale
+                dp[h, i, j] = p[h, i, j] * (dp[h, i, j] - Di) * scale
             for j in range(n_keys, T):
                 dp[h, i, j] = 0.0
 
@@ -257,56 +259,71 @@ _probs_from_lse = njit(nogil=True)(_probs_from_lse)
 _softmax_backward_rows = njit(nogil=True)(_softmax_backward_rows)
 
 
-def _heads(*arrays):
-    """(B, H, T, hd) -> (B*H, T, hd) views: one stack of independent heads for np.matmul."""
-    return tuple(a.reshape((-1,) + a.shape[-2:]) for a in arrays)
+def _batch_chunk(H):
+    """Batch elements per task: about HEADS_PER_TASK heads, never fewer than one element."""
+    return max(1, HEADS_PER_TASK // H)
+
+
+def _forward_into(q, k, v, out, lse, probs, causal):
+    """Attention of q, k, v (B, H, T, hd) into out (B, H, T, hd) and lse (B, H, T); probs (B, H, T, T) keeps
+    the probabilities, or is empty. q, k, v and out may be strided views (heads side by side in a (B, T, C)
+    array): BLAS reads and writes such (T, hd) slices in place, their rows just lie further apart."""
+    B, H, T, hd = q.shape
+    scale = q.dtype.type(1.0 / math.sqrt(hd))
+    blocks = _row_blocks(T, causal)
+    save_probs = probs.size > 0
+
+    def batches(a, b):  # batch elements a..b-1 (all their heads), on one thread
+        s = probs[a:b] if save_probs else np.empty((b - a, H, T, T), dtype=q.dtype)  # (n, H, T, T)
+        _rows_by_keys(q[a:b], k[a:b], s, blocks)  # raw scores q k^T, BLAS
+        _causal_softmax_rows(s.reshape(-1, T, T), scale, causal, lse[a:b].reshape(-1, T))  # s: probabilities
+        _weights_times(s, v[a:b], out[a:b], blocks)  # out = p v, BLAS
+
+    parallel_chunks(batches, B, _batch_chunk(H))
+
+
+def _backward_into(dout, q, k, v, out, lse, probs, dq, dk, dv, causal):
+    """The gradients of _forward_into, written into dq, dk, dv (B, H, T, hd), which may be strided views."""
+    B, H, T, hd = q.shape
+    scale = q.dtype.type(1.0 / math.sqrt(hd))
+    blocks = _row_blocks(T, causal)
+
+    def batches(a, b):  # batch elements a..b-1 (all their heads), on one thread
+        if probs.size == 0:  # recompute p from the saved log-sum-exp: one more product
+            p = np.empty((b - a, H, T, T), dtype=q.dtype)
+            _rows_by_keys(q[a:b], k[a:b], p, blocks)
+            _probs_from_lse(p.reshape(-1, T, T), scale, causal, lse[a:b].reshape(-1, T))
+        else:
+            p = probs[a:b]  # (n, H, T, T)
+        _weights_transposed_times(p, dout[a:b], dv[a:b], blocks)  # dv = p^T dout
+        ds = np.empty((b - a, H, T, T), dtype=q.dtype)
+        _rows_by_keys(dout[a:b], v[a:b], ds, blocks)  # dp = dout v^T, then in place:
+        D = np.sum(dout[a:b] * out[a:b], axis=-1)  # (n, H, T): D_i = dout_i . out_i
+        _softmax_backward_rows(ds.reshape(-1, T, T), p.reshape(-1, T, T), D.reshape(-1, T), scale, causal)
+        _weights_times(ds, k[a:b], dq[a:b], blocks)  # dq = ds k
+        _weights_transposed_times(ds, q[a:b], dk[a:b], blocks)  # dk = ds^T q
+
+    parallel_chunks(batches, B, _batch_chunk(H))
+
+
+def _empty_probs(q, save_probs):
+    B, H, T, _ = q.shape
+    return np.empty((B, H, T, T) if save_probs else (0, 0, 0, 0), dtype=q.dtype)
 
 
 def attention_forward_numba(q, k, v, causal, save_probs):
     B, H, T, hd = q.shape
-    q3, k3, v3 = _heads(q, k, v)  # (S, T, hd) each, S = B*H heads
-    scale = q.dtype.type(1.0 / math.sqrt(hd))
-    blocks = _row_blocks(T, causal)
-    out = np.empty_like(q3)  # (S, T, hd)
-    lse = np.empty((B * H, T), dtype=q.dtype)  # (S, T)
-    probs = np.empty((B * H, T, T) if save_probs else (0, 0, 0), dtype=q.dtype)  # (S, T, T) when saved
-
-    def heads(a, b):  # heads a..b-1, on one thread
-        s = probs[a:b] if save_probs else np.empty((b - a, T, T), dtype=q.dtype)  # (b-a, T, T)
-        _rows_by_keys(q3[a:b], k3[a:b], s, blocks)  # raw scores q k^T, BLAS
-        _causal_softmax_rows(s, scale, causal, lse[a:b])  # s now holds the probabilities
-        _weights_times(s, v3[a:b], out[a:b], blocks)  # out = p v, BLAS
-
-    parallel_chunks(heads, B * H, HEADS_PER_TASK)
-    probs = probs.reshape(B, H, T, T) if save_probs else np.empty((0, 0, 0, 0), dtype=q.dtype)
-    return out.reshape(B, H, T, hd), lse.reshape(B, H, T), probs
+    out = np.empty_like(q)  # (B, H, T, hd)
+    lse = np.empty((B, H, T), dtype=q.dtype)  # (B, H, T)
+    probs = _empty_probs(q, save_probs)  # (B, H, T, T) when saved
+    _forward_into(q, k, v, out, lse, probs, causal)
+    return out, lse, probs
 
 
 def attention_backward_numba(dout, q, k, v, out, lse, probs, causal):
-    B, H, T, hd = q.shape
-    q3, k3, v3, do3, o3 = _heads(q, k, v, dout, out)  # (S, T, hd) each
-    lse2 = lse.reshape(B * H, T)
-    probs3 = probs.reshape(B * H, T, T) if probs.size else probs
-    scale = q.dtype.type(1.0 / math.sqrt(hd))
-    blocks = _row_blocks(T, causal)
-    dq, dk, dv = np.empty_like(q3), np.empty_like(q3), np.empty_like(q3)  # (S, T, hd) each
-
-    def heads(a, b):  # heads a..b-1, on one thread
-        if probs.size == 0:  # recompute p from the saved log-sum-exp: one more product
-            p = np.empty((b - a, T, T), dtype=q.dtype)
-            _rows_by_keys(q3[a:b], k3[a:b], p, blocks)
-            _probs_from_lse(p, scale, causal, lse2[a:b])
-        else:
-            p = probs3[a:b]  # (b-a, T, T)
-        _weights_transposed_times(p, do3[a:b], dv[a:b], blocks)  # dv = p^T dout
-        ds = np.empty((b - a, T, T), dtype=q.dtype)
-        _rows_by_keys(do3[a:b], v3[a:b], ds, blocks)  # dp = dout v^T, then in place:
-        _softmax_backward_rows(ds, p, do3[a:b], o3[a:b], scale, causal)  # ds = p (dp - D) * scale
-        _weights_times(ds, k3[a:b], dq[a:b], blocks)  # dq = ds k
-        _weights_transposed_times(ds, q3[a:b], dk[a:b], blocks)  # dk = ds^T q
-
-    parallel_chunks(heads, B * H, HEADS_PER_TASK)
-    return dq.reshape(q.shape), dk.reshape(q.shape), dv.reshape(q.shape)
+    dq, dk, dv = np.empty_like(q), np.empty_like(q), np.empty_like(q)  # (B, H, T, hd) each
+    _backward_into(dout, q, k, v, out, lse, probs, dq, dk, dv, causal)
+    return dq, dk, dv
 
 
 def attention_forward(q, k, v, causal=True, save_probs=SAVE_PROBS):
@@ -322,3 +339,73 @@ def attention_backward(dout, q, k, v, out, lse, probs, causal=True):
     if current() == "numba":
         return attention_backward_numba(dout, q, k, v, out, lse, probs, causal)
     return attention_backward_reference(dout, q, k, v, out, lse, probs, causal)
+
+
+# --- packed q|k|v: what the GPT's attention layer runs ----------------------------------------------------
+# c_attn makes one (B, T, 3C) array: q, k, v side by side, and inside each, head h in columns h*hd..(h+1)*hd.
+# Each head's (T, hd) matrix is then a strided view: T rows of hd numbers, 3C numbers apart. BLAS reads such
+# views directly, so the fast path never copies q, k, v out, writes the output straight into (B, T, C) with
+# heads side by side, and writes dq, dk, dv straight into one (B, T, 3C) gradient: no slicing, reshaping or
+# transposing of the activations, forward or backward.
+
+
+def split_heads(qkv, n_head):
+    """(B, T, 3C) -> q, k, v, each a (B, H, T, hd) view into qkv (no copy)."""
+    B, T, C3 = qkv.shape
+    hd = C3 // 3 // n_head
+    qkv5 = qkv.reshape(B, T, 3, n_head, hd)  # (B, T, 3, H, hd), a view: axis 2 picks q, k or v
+    return tuple(qkv5[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 3 x (B, H, T, hd) views
+
+
+def heads_view(y, n_head):
+    """(B, T, C) -> a (B, H, T, hd) view of it: head h at position t is y[b, t, h*hd:(h+1)*hd]."""
+    B, T, C = y.shape
+    return y.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
+
+
+def qkv_attention_forward_reference(qkv, n_head, causal, save_probs):
+    B, T, C3 = qkv.shape
+    q, k, v = (np.ascontiguousarray(a) for a in split_heads(qkv, n_head))  # (B, H, T, hd) each
+    out, lse, probs = attention_forward_reference(q, k, v, causal, save_probs)
+    return out.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3), lse, probs  # (B, T, C): heads side by side
+
+
+def qkv_attention_backward_reference(dy, qkv, y, lse, probs, n_head, causal):
+    q, k, v = (np.ascontiguousarray(a) for a in split_heads(qkv, n_head))
+    dout, out = (np.ascontiguousarray(heads_view(a, n_head)) for a in (dy, y))  # (B, H, T, hd) each
+    dq, dk, dv = attention_backward_reference(dout, q, k, v, out, lse, probs, causal)
+    B, T, C3 = qkv.shape
+    merged = [a.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3) for a in (dq, dk, dv)]  # 3 x (B, T, C)
+    return np.concatenate(merged, axis=2)  # (B, T, 3C)
+
+
+def qkv_attention_forward_numba(qkv, n_head, causal, save_probs):
+    B, T, C3 = qkv.shape
+    q, k, v = split_heads(qkv, n_head)  # (B, H, T, hd) views
+    y = np.empty((B, T, C3 // 3), dtype=qkv.dtype)  # (B, T, C)
+    lse = np.empty((B, n_head, T), dtype=qkv.dtype)  # (B, H, T)
+    probs = _empty_probs(q, save_probs)
+    _forward_into(q, k, v, heads_view(y, n_head), lse, probs, causal)
+    return y, lse, probs
+
+
+def qkv_attention_backward_numba(dy, qkv, y, lse, probs, n_head, causal):
+    q, k, v = split_heads(qkv, n_head)
+    dqkv = np.empty_like(qkv)  # (B, T, 3C); every element is written below
+    dq, dk, dv = split_heads(dqkv, n_head)
+    _backward_into(heads_view(dy, n_head), q, k, v, heads_view(y, n_head), lse, probs, dq, dk, dv, causal)
+    return dqkv
+
+
+def qkv_attention_forward(qkv, n_head, causal=True, save_probs=SAVE_PROBS):
+    """qkv: (B, T, 3C), C-contiguous -> (y (B, T, C), lse (B, H, T), probs (B, H, T, T) or empty)."""
+    if current() == "numba":
+        return qkv_attention_forward_numba(qkv, n_head, causal, save_probs)
+    return qkv_attention_forward_reference(qkv, n_head, causal, save_probs)
+
+
+def qkv_attention_backward(dy, qkv, y, lse, probs, n_head, causal=True):
+    """dy (B, T, C) -> dqkv (B, T, 3C)."""
+    if current() == "numba":
+        return qkv_attention_backward_numba(dy, qkv, y, lse, probs, n_head, causal)
+    return qkv_attention_backward_reference(dy, qkv, y, lse, probs, n_head, causal)
