@@ -352,6 +352,23 @@ def test_attention_matches_numpy_and_its_gradient(causal):
     assert gradcheck(lambda q, k, v: F.attention(q, k, v, causal=causal), [q, k, v])
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_qkv_attention_is_each_head_attending_on_its_own_columns(causal):
+    """qkv (B, T, 3C) = [q | k | v]; head h owns columns h*hd..(h+1)*hd of each, and its output lands in the
+    same columns of y (B, T, C). Written head by head here, with attention_numpy."""
+    B, T, H, hd = 2, 4, 3, 2
+    C = H * hd
+    qkv = rand(B, T, 3 * C, seed=37)
+    want = np.zeros((B, T, C))
+    for h in range(H):
+        cols = slice(h * hd, (h + 1) * hd)
+        q, k, v = (qkv.data[:, :, part * C:(part + 1) * C][:, :, cols] for part in range(3))  # (B, T, hd) each
+        want[:, :, cols] = attention_numpy(q, k, v, causal)
+    np.testing.assert_allclose(F.qkv_attention(qkv, H, causal=causal).data, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(F.qkv_attention_composed(qkv, H, causal=causal).data, want, rtol=1e-12, atol=1e-12)
+    assert gradcheck(lambda t: F.qkv_attention(t, H, causal=causal), [qkv])
+
+
 def test_causal_attention_output_at_t_ignores_later_positions():
     q, k, v = (rand(2, 2, 5, 4, seed=s) for s in (34, 35, 36))
     before = F.attention(q, k, v, causal=True).data

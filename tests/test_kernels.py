@@ -230,6 +230,35 @@ def test_adam_update_kernel_matches_twin(decoupled, weight_decay, dtype):
 
 @nojit
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update_many_in_chunks_equals_the_twin_parameter_by_parameter(dtype, monkeypatch):
+    """What AdamW.step runs: every parameter in one call, cut into CHUNK-element tasks on tinyft's threads.
+    The update is elementwise, so cutting must not change one bit (compared with the serial kernel run on
+    each whole parameter) and must match the NumPy twin; a non-contiguous parameter takes the twin."""
+    monkeypatch.setattr(adamw, "CHUNK", 5)  # 13 elements -> chunks of 5, 5, 3
+    rng = np.random.default_rng(15)
+    shapes, hyper = [(13,), (2, 3), (1,)], [(1e-2, 0.9, 0.999, 1e-8, 0.1, True), (3e-3, 0.8, 0.99, 1e-6, 0.01, False),
+                                           (1e-1, 0.9, 0.95, 1e-8, 0.0, True)]
+    arrays = [[randn(rng, s, dtype) for _ in range(3)] + [np.abs(randn(rng, s, dtype))] for s in shapes]
+    whole, twin = ([[a.copy() for a in group] for group in arrays] for _ in range(2))
+    strided = [randn(rng, (4, 6), dtype)[:, ::2] for _ in range(3)] + [np.abs(randn(rng, (4, 6), dtype))[:, ::2]]
+    strided_twin = [np.ascontiguousarray(a) for a in strided]
+    with kernels.use("numba"):
+        for t in (1, 2):
+            adamw.adam_update_many([(*group, lr, b1, b2, eps, wd, t, dec) for group, (lr, b1, b2, eps, wd, dec)
+                                    in zip(arrays + [strided], hyper + [hyper[0]])])
+            for group, twin_group, (lr, b1, b2, eps, wd, dec) in zip(whole, twin, hyper):
+                adamw.adam_update_numba_serial(*(a.reshape(-1) for a in group), lr, b1, b2, eps, wd, t, dec)
+                adamw.adam_update_reference(*twin_group, lr, b1, b2, eps, wd, t, dec)
+            adamw.adam_update_reference(*strided_twin, *hyper[0][:5], t, True)
+    for got, want_bits, want in zip(arrays, whole, twin):
+        for a, b in zip(got, want_bits):
+            np.testing.assert_array_equal(a, b)  # chunking changes nothing
+        assert_all_close(got, want, dtype, "adam_update_many vs the twin")
+    assert_all_close(strided, strided_twin, dtype, "a non-contiguous parameter")
+
+
+@nojit
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,kernel", [((7,), "adam_update_numba_serial"), ((8,), "adam_update_numba"),
                                           ((3, 3), "adam_update_numba")])  # PARALLEL_MIN = 8: below, at, above
 def test_adam_update_picks_serial_below_parallel_min_and_both_match_twin(shape, kernel, dtype, monkeypatch):
@@ -465,6 +494,8 @@ def test_fused_functions_pass_gradcheck(backend):
         assert gradcheck(lambda x: F.cross_entropy(x, np.abs(targets)), [x])
         assert gradcheck(lambda q, k, v: F.attention(q, k, v), [q, k, v])
         assert gradcheck(lambda q, k, v: F.attention(q, k, v, causal=False), [q, k, v])
+        assert gradcheck(lambda t: F.qkv_attention(t, 2), [leaf(rng, 2, 5, 12)])  # 2 heads of 2 channels
+        assert gradcheck(lambda t: F.qkv_attention(t, 2, causal=False), [leaf(rng, 2, 5, 12)])
         assert gradcheck(lambda t: F.embedding(np.array([[1, 5, 1], [0, 1, 1]]), t), [table])
 
 
@@ -481,6 +512,9 @@ def test_fused_functions_pass_gradcheck_on_the_threaded_paths(monkeypatch):
         assert gradcheck(lambda x, W, bias: F.linear(x, W, bias), [x, W, bias])
         assert gradcheck(lambda q, k, v: F.attention(q, k, v), [q, k, v])
         assert gradcheck(lambda q, k, v: F.attention(q, k, v, causal=False), [q, k, v])
+        packed = leaf(rng, 3, 5, 18)  # 3 heads of 2: one batch element per task, 3 tasks
+        assert gradcheck(lambda t: F.qkv_attention(t, 3), [packed])
+        assert gradcheck(lambda t: F.qkv_attention(t, 3, causal=False), [packed])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -510,6 +544,9 @@ FUSED_VS_COMPOSED = {
     "attention": (F.attention, F.attention_composed, [(2, 3, 5, 4)] * 3),
     "attention_full": (lambda q, k, v: F.attention(q, k, v, causal=False),
                        lambda q, k, v: F.attention_composed(q, k, v, causal=False), [(1, 2, 6, 3)] * 3),
+    "qkv_attention": (lambda t: F.qkv_attention(t, 3), lambda t: F.qkv_attention_composed(t, 3), [(2, 5, 18)]),
+    "qkv_attention_full": (lambda t: F.qkv_attention(t, 2, causal=False),
+                           lambda t: F.qkv_attention_composed(t, 2, causal=False), [(1, 6, 12)]),
 }
 
 
@@ -538,6 +575,10 @@ def test_cross_entropy_with_nothing_counted_is_zero_with_zero_gradient():
 def test_fused_ops_keep_errors_and_other_dtypes():
     with pytest.raises(ValueError, match="linear: input has 3 features"):
         F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((4, 5))))
+    with pytest.raises(ValueError, match=r"qkv_attention: qkv must be \(B, T, 3C\) with C divisible by n_head=2"):
+        F.qkv_attention(Tensor(np.ones((1, 2, 9))), 2)
+    with pytest.raises(ValueError, match="qkv_attention: n_head must be a positive int"):
+        F.qkv_attention(Tensor(np.ones((1, 2, 6))), 0)
     with pytest.raises(ValueError, match="attention: q, k, v must share one shape"):
         F.attention(Tensor(np.ones((1, 1, 2, 3))), Tensor(np.ones((1, 1, 2, 3))), Tensor(np.ones((1, 1, 3, 3))))
     with pytest.raises(ValueError, match=r"cross_entropy: targets must lie in \[0, 4\)"):
