@@ -5,14 +5,15 @@ Map of this script:
                    (tinyft.pretrain.COURSE_PRESETS), xl (~10M); vocab 256, every step 2048 tokens
   step_products()  every matrix product of one training step: forward, dx and dW of each Linear (the tied
                    lm_head too), attention's q k^T and p v and their four backward products, as full (T, T)
-  blas_limit()     np.matmul float32 GFLOP/s on each product's shapes and layouts (BLAS's default threads, the
-                   best of >= --blas-repeats calls and >= 50 ms), the step's time if every product ran at that speed
+  measure_rates()  np.matmul float32 GFLOP/s on each product's shapes and layouts (BLAS's default threads, the
+                   best of >= --blas-repeats calls and >= 50 ms), one pass before each round, the best pass kept
+  blas_limit()     the step's time if every product ran at its measured speed
   main()           per size: bench_step.run_rounds() (alternating fresh worker processes, --config SIZE), the
                    median tokens/s of each, their ratio, peak memory, and each one's share of the BLAS limit
 "tinyft % of limit" = BLAS-limit step time / tinyft's step time: what share of tinyft's step the products would
 take at BLAS speed; the rest is time outside products plus products running slower than np.matmul. Usage:
   python benchmarks/bench_scaling.py [--sizes xs,ref,base,large,xl] [--steps 5] [--rounds 3] [--nanogpt DIR]
-                                     [--gelu exact|tanh] [--no-torch] [--blas-repeats 5] [--json]
+                                     [--gelu exact|tanh] [--no-torch] [--blas-repeats 5] [--products] [--json]
 """
 
 import argparse
@@ -113,24 +114,35 @@ def best_time(fn, repeats, min_seconds=0.05, max_calls=200):
     return best
 
 
-def blas_limit(size, repeats=5, vocab_size=VOCAB_SIZE):
-    """Time np.matmul on each distinct product shape (best_time) and add up the step as if every product ran at
-    that speed. Returns the products with their GFLOP/s and the totals."""
-    rng = np.random.default_rng(0)
-    rates = {}  # (batch, m, k, n, trans_a, trans_b) -> GFLOP/s
-    rows = []
+def measure_rates(size, repeats=5, rates=None, vocab_size=VOCAB_SIZE):
+    """One pass over the step's distinct product shapes: np.matmul's GFLOP/s on each (best_time), kept in `rates`
+    {(batch, m, k, n, trans_a, trans_b): GFLOP/s} where faster than an earlier pass (a pass that a neighbour
+    slowed down does not count: on this shared machine whole seconds of 100x slower calls were seen)."""
+    rates = {} if rates is None else rates
+    rng, seen = np.random.default_rng(0), set()
     for p in step_products(size, vocab_size):
         key = tuple(p[k] for k in ("batch", "m", "k", "n", "trans_a", "trans_b"))
-        if key not in rates:
-            a, b = operands(p, rng)
-            out = np.empty((*a.shape[:-1], b.shape[-1]), dtype=np.float32)  # (batch, m, n)
-            best = best_time(lambda: np.matmul(a, b, out=out), repeats)
-            rates[key] = flops(dict(p, count=1)) / best / 1e9
-        rows.append(dict(p, gflop=flops(p) / 1e9, gflops=rates[key], seconds=flops(p) / 1e9 / rates[key]))
+        if key in seen:
+            continue
+        seen.add(key)
+        a, b = operands(p, rng)
+        out = np.empty((*a.shape[:-1], b.shape[-1]), dtype=np.float32)  # (batch, m, n)
+        best = best_time(lambda: np.matmul(a, b, out=out), repeats)
+        rates[key] = max(rates.get(key, 0.0), flops(dict(p, count=1)) / best / 1e9)
+    return rates
+
+
+def blas_limit(size, rates, vocab_size=VOCAB_SIZE):
+    """The step as if every product ran at its measured rate: each product with its GFLOP/s and seconds, the
+    total flops and seconds, and the rates' overall, lowest and highest GFLOP/s."""
+    rows = []
+    for p in step_products(size, vocab_size):
+        rate = rates[tuple(p[k] for k in ("batch", "m", "k", "n", "trans_a", "trans_b"))]
+        rows.append(dict(p, gflop=flops(p) / 1e9, gflops=rate, seconds=flops(p) / 1e9 / rate))
     total_flops = sum(flops(p) for p in rows)
     seconds = sum(r["seconds"] for r in rows)
     return {"products": rows, "flops": total_flops, "seconds": seconds, "gflops": total_flops / seconds / 1e9,
-            "gflops_min": min(rates.values()), "gflops_max": max(rates.values())}
+            "gflops_min": min(r["gflops"] for r in rows), "gflops_max": max(r["gflops"] for r in rows)}
 
 
 # --- main -----------------------------------------------------------------------------------------------------
@@ -148,9 +160,13 @@ def parse_sizes(parser, text):
 def measure_size(name, args, names):
     size = dict(SIZES[name], vocab_size=VOCAB_SIZE)
     tokens = size["batch_size"] * size["block_size"]
-    limit = blas_limit(size, args.blas_repeats)
     bench_step.prime_numba_cache(size, args.gelu)
-    results = bench_step.run_rounds(names, size, args.steps, args.rounds, args.gelu, args.nanogpt)
+    rates, results = {}, {contender: [] for contender in names}
+    for _ in range(args.rounds):  # a BLAS pass before each round: the products' best over passes spread in time
+        measure_rates(size, args.blas_repeats, rates)
+        for contender, rounds in bench_step.run_rounds(names, size, args.steps, 1, args.gelu, args.nanogpt).items():
+            results[contender] += rounds
+    limit = blas_limit(size, rates)
     steps = bench_step.summarize(results, tokens)
     row = {"size": size, "tokens": tokens, "params": steps["tinyft numba"]["params"], "steps": steps, "blas": limit,
            "blas_limit_tokens_per_s": tokens / limit["seconds"]}
@@ -178,8 +194,8 @@ def print_products(rows):
 
 def print_tables(rows, has_torch):
     na = "n/a"
-    print(f"\n{'size':<6}{'params':>8}{'tinyft tok/s':>13}{'torch tok/s':>12}{'tinyft/torch':>13}{'(rounds)':>13}"
-          f"{'BLAS GFLOP/s':>13}{'(shapes)':>11}{'BLAS-limit tok/s':>17}{'tinyft % limit':>15}{'torch % limit':>14}")
+    print(f"\n{'size':<6}{'params':>8}{'tinyft tok/s':>13}{'torch tok/s':>12}{'tinyft/torch':>13}{'worst-best':>13}"
+          f"{'BLAS GFLOP/s':>13}{'min-max':>11}{'BLAS-limit tok/s':>17}{'tinyft % limit':>15}{'torch % limit':>14}")
     for name, r in rows.items():
         s, b = r["steps"], r["blas"]
         torch_tok = f"{s['torch eager']['tokens_per_s']:.0f}" if has_torch else na
@@ -235,7 +251,8 @@ def main(argv=None):
         print_products(rows)
     print_tables(rows, has_torch)
     print(f"BLAS: np.matmul float32 on each product's shapes and layouts, the best of >= {args.blas_repeats} calls and "
-          ">= 50 ms; attention as full (T, T) products (a kernel skipping the masked half does fewer flops)")
+          f">= 50 ms, best of {args.rounds} passes (one per round); attention as full (T, T) products (a kernel "
+          "skipping the masked half does fewer flops)")
     if args.json:
         print(json.dumps({"machine": info, "gelu": args.gelu, "rounds": args.rounds, "steps_per_round": args.steps,
                           "vocab_size": VOCAB_SIZE, "sizes": rows}))

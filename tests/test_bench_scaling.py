@@ -2,7 +2,8 @@
 
 Map of this file:
   the product list   step_products() against formulas written here: forward 2 N (12 L C^2 + C V) for the Linear
-                     layers plus 2 * 2 B H T^2 hd per layer for attention, backward twice that; operand shapes
+                     layers plus 2 * 2 B H T^2 hd per layer for attention, backward twice that; operand shapes;
+                     blas_limit() = those flops / the rate
   the sizes          2048 tokens each, base/large equal to the course presets, ~0.2M to ~10M parameters
   the script         a --no-torch smoke run (one tinyft worker per size) prints a row per size; bad --sizes
 """
@@ -68,6 +69,18 @@ def test_each_products_operands_have_its_shapes_and_layout():
         assert a.dtype == b.dtype == np.float32
         assert a.flags.c_contiguous != p["trans_a"] and b.flags.c_contiguous != p["trans_b"], p["name"]
         assert np.matmul(a, b).size * p["k"] * 2 * p["count"] == bench_scaling.flops(p)
+        left, right = p["name"].split(" = ")[1].split()  # "g^T x": the operand written ^T is a transposed view
+        assert (p["trans_a"], p["trans_b"]) == (left.endswith("^T"), right.endswith("^T")), p["name"]
+
+
+def test_blas_limit_is_the_step_flops_over_the_rates():
+    L, H, C, T, B = (ODD[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size"))
+    total = 3 * (2 * B * T * (12 * L * C * C + C * 37) + L * 4 * B * H * T * T * (C // H))
+    keys = {tuple(p[k] for k in ("batch", "m", "k", "n", "trans_a", "trans_b"))
+            for p in bench_scaling.step_products(ODD, 37)}
+    limit = bench_scaling.blas_limit(ODD, {key: 4.0 for key in keys}, 37)  # every product at 4 GFLOP/s
+    assert limit["flops"] == total
+    assert limit["seconds"] == pytest.approx(total / 4e9) and limit["gflops"] == pytest.approx(4.0)
 
 
 def test_sizes_are_2048_tokens_from_02M_to_10M_parameters_with_the_course_presets():
