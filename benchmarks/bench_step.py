@@ -1,21 +1,28 @@
-"""Training-step throughput: tinyft with the NumPy twins vs the Numba kernels vs PyTorch eager, same run.
+"""Training-step throughput and memory: tinyft (NumPy twins, Numba kernels) vs a nanoGPT model in PyTorch eager.
 
 Map of this script:
-  machine()         CPU model, core count, Numba threads and threading layer, BLAS library and threads
-  time_steps()      forward + backward + AdamW on GPT(vocab 256, block 128, n_layer 4, n_head 4, n_embd 128)
-  kernel_table()    each kernel at the step's shapes: Numba time, NumPy-twin time, speed-up
-  torch_*()         the same GPT written with torch.nn (only if torch imports), and SDPA fwd+bwd
-  startup()         import-to-end-of-first-step, warm Numba cache and cold (an empty NUMBA_CACHE_DIR)
-  profile_step()    --profile: where a numba step's time goes, each Function's forward and backward timed
-Contenders run in interleaved rounds (numpy, numba, torch, numpy, ...) so a noisy neighbour hurts all of
-them alike, each round of each contender in a fresh process of its own (as a user runs one library at a
-time: PyTorch's OpenMP threads and Numba's workers never share the process); --same-process times them
-all in this one. Step times are reported as median and best. Usage:
-  python benchmarks/bench_step.py [--steps 10] [--rounds 3] [--batch-size 16] [--no-torch] [--json]
+  machine()           CPU model, core count, Numba threads and threading layer, BLAS library and threads
+  tinyft_stepper()    forward + backward + AdamW (nanoGPT's groups: decay 0.1 on 2-D params) on a tinyft GPT
+  torch_stepper()     the same step on nanoGPT's own model.py (--nanogpt DIR) or on the built-in copy of it
+                      (nanogpt_copy(): its modules, Dropout at p=0, tied lm_head, SDPA), configure_optimizers()
+  run_rounds()        rounds alternating contenders, each round in a fresh `--worker` process that prints one
+                      JSON object: step times, resident set before the first step, peak after (--config: size);
+                      prime_numba_cache() first runs one untimed worker, so no timed round compiles
+  kernel_table()      each kernel at the step's shapes: Numba time, NumPy-twin time, speed-up; torch SDPA
+  startup()           import-to-end-of-first-step, warm Numba cache and cold (an empty NUMBA_CACHE_DIR)
+  profile_step()      --profile: where a numba step's time goes, each Function's forward and backward timed
+A round's figure is its median step time; tokens/s are reported as the median round, the best and the worst,
+the ratio tinyft numba / torch from the medians and per round (the pair run side by side). Memory: VmRSS
+before the first step, VmHWM (peak) after the last, their difference the step's increase (medians over
+rounds). benchmarks/bench_scaling.py reuses these functions over model sizes. Usage:
+  python benchmarks/bench_step.py [--steps 10] [--rounds 5] [--nanogpt DIR] [--gelu exact|tanh] [--no-torch] [--json]
   python benchmarks/bench_step.py --profile [--steps 20]
 """
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import platform
@@ -28,12 +35,15 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# tinyft (and with it Numba) is imported inside the functions that use it: a torch worker's resident set then
+# holds what a PyTorch user's process holds, no Numba. Workers start with the environment as it was before
+# tinyft's import set OMP_WAIT_POLICY=PASSIVE (kernels/_backend.py), which PyTorch's OpenMP threads would obey.
+USER_ENV = dict(os.environ)
 
-import tinyft  # noqa: E402
-from tinyft import kernels  # noqa: E402
-from tinyft.kernels import adamw, attention, cross_entropy, embedding, gelu, layernorm  # noqa: E402
-
-CONFIG = dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128)
+CONFIG = dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128)  # the reference step (batch 16)
+GELU_KINDS = ("exact", "tanh")  # nanoGPT's nn.GELU() is the exact one
+WEIGHT_DECAY, LEARNING_RATE, BETAS = 0.1, 3e-4, (0.9, 0.95)  # configure_optimizers(0.1, 3e-4, (0.9, 0.95), "cpu")
+WARMUP_STEPS = 2  # untimed steps before the timed ones: compile or load Numba's cache, allocate, fill caches
 
 
 # --- the machine ------------------------------------------------------------------------------------
@@ -67,6 +77,8 @@ def blas_info():
 
 def machine():
     import numba
+
+    from tinyft.kernels import layernorm
     x = np.ones((4, 4), np.float32)
     layernorm.layernorm_forward_numba(x, x[0], x[0], np.float32(1e-5))  # start Numba's thread pool
     blas, blas_threads = blas_info()
@@ -75,22 +87,82 @@ def machine():
             "blas": blas, "blas_threads": blas_threads, "python": platform.python_version()}
 
 
-# --- tinyft step --------------------------------------------------------------------------------------
+def machine_and_torch(no_torch):
+    """machine(), plus torch's version and threads when it imports (and no_torch is off); (info, has_torch)."""
+    info, torch = machine(), None
+    if not no_torch:
+        try:
+            import torch
+        except ImportError:
+            pass
+    if torch is not None:
+        info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
+    return info, torch is not None
 
 
-def make_batch(batch_size, seed=0):
+# --- memory of this process -----------------------------------------------------------------------------
+
+
+def proc_status_mib(field):
+    """A memory line of /proc/self/status ("VmRSS:   123456 kB"), MiB; None without /proc (not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_mib():
+    """The resident set of this process now (VmRSS), MiB; None without /proc."""
+    return proc_status_mib("VmRSS")
+
+
+def peak_rss_mib():
+    """The largest resident set of this process so far, MiB: VmHWM, the high-water mark of its own address space.
+    Not getrusage's ru_maxrss where /proc has VmHWM: Linux carries the parent's peak into a child's ru_maxrss
+    across fork and exec (measured: a child running only `import resource` reported the 324 MiB of a parent
+    that had imported tinyft and torch, its own VmHWM 11 MiB), so it would say more about the parent."""
+    peak = proc_status_mib("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+# --- the two models and their optimizers -------------------------------------------------------------
+
+
+def make_batch(batch_size, config=CONFIG, seed=0):
     rng = np.random.default_rng(seed)
-    T, V = CONFIG["block_size"], CONFIG["vocab_size"]
+    T, V = config["block_size"], config["vocab_size"]
     return rng.integers(0, V, (batch_size, T)), rng.integers(0, V, (batch_size, T))
 
 
-def tinyft_stepper(batch_size):
+def nanogpt_param_groups(params, weight_decay=WEIGHT_DECAY):
+    """nanoGPT's configure_optimizers groups: decay on every parameter with ndim >= 2 (Linear weights and the
+    embeddings, the tied lm_head among them), none on the rest (biases, LayerNorm weights). tinyft and torch alike."""
+    params = list(params)
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def tinyft_model_and_optimizer(config=CONFIG, gelu_kind="exact"):
+    import tinyft
     from tinyft.nn import GPT, GPTConfig
     from tinyft.optim import AdamW
     tinyft.manual_seed(0)
-    model = GPT(GPTConfig(**CONFIG))
-    opt = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
-    idx, targets = make_batch(batch_size)
+    model = GPT(GPTConfig(**config, gelu=gelu_kind))
+    return model, AdamW(nanogpt_param_groups(model.parameters()), lr=LEARNING_RATE, betas=BETAS)
+
+
+def tinyft_stepper(batch_size, config=CONFIG, gelu_kind="exact", nanogpt=None):
+    """One training step of tinyft's GPT as a function; step.info says what it trains (nanogpt is unused)."""
+    model, opt = tinyft_model_and_optimizer(config, gelu_kind)
+    idx, targets = make_batch(batch_size, config)
 
     def step():
         _, loss = model(idx, targets)
@@ -99,91 +171,245 @@ def tinyft_stepper(batch_size):
         opt.step()
         return float(loss.data)
 
+    step.info = {"model": f"tinyft GPT, gelu {gelu_kind!r}", "params": model.num_parameters()}
     return step
 
 
-def torch_stepper(batch_size):
-    import torch
-    import torch.nn as tnn
-    import torch.nn.functional as TF
-    C, H, L, V, T = CONFIG["n_embd"], CONFIG["n_head"], CONFIG["n_layer"], CONFIG["vocab_size"], CONFIG["block_size"]
+def load_nanogpt(nanogpt_dir):
+    """The module DIR/model.py of the user's nanoGPT checkout (imported under the name nanogpt_model)."""
+    path = os.path.join(os.path.abspath(nanogpt_dir), "model.py")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its @dataclass GPTConfig looks its module up there
+    spec.loader.exec_module(module)
+    return module
 
-    class Block(tnn.Module):
+
+def nanogpt_copy(config=CONFIG):
+    """A torch GPT built like nanoGPT's model.py, module for module, for when no --nanogpt checkout is given:
+    its LayerNorm class, c_attn/c_proj with SDPA causal attention, Dropout modules at p=0, an MLP with
+    nn.GELU(), pre-LayerNorm Blocks, lm_head tied to wte, GPT-2's init (c_proj weights scaled by 1/sqrt(2 L))."""
+    import math
+
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    C, H, L, V, T = (config[k] for k in ("n_embd", "n_head", "n_layer", "vocab_size", "block_size"))
+    dropout = 0.0
+
+    class LayerNorm(nn.Module):  # nanoGPT's: F.layer_norm with a bias that may be None (here always there)
+        def __init__(self, ndim):
+            super().__init__()
+            self.weight, self.bias = nn.Parameter(torch.ones(ndim)), nn.Parameter(torch.zeros(ndim))
+
+        def forward(self, x):
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+    class CausalSelfAttention(nn.Module):
         def __init__(self):
             super().__init__()
-            self.ln_1, self.ln_2 = tnn.LayerNorm(C), tnn.LayerNorm(C)
-            self.c_attn, self.c_proj = tnn.Linear(C, 3 * C), tnn.Linear(C, C)
-            self.c_fc, self.mlp_proj = tnn.Linear(C, 4 * C), tnn.Linear(4 * C, C)
+            self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+            self.attn_dropout, self.resid_dropout = nn.Dropout(dropout), nn.Dropout(dropout)
 
         def forward(self, x):
             B, T_, _ = x.shape
-            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
-            q, k, v = (t.view(B, T_, H, C // H).transpose(1, 2) for t in (q, k, v))
-            y = TF.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T_, C)
-            x = x + self.c_proj(y)
-            return x + self.mlp_proj(TF.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+            q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+            q, k, v = (t.view(B, T_, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=dropout if self.training else 0,
+                                               is_causal=True)  # (B, H, T, hd)
+            y = y.transpose(1, 2).contiguous().view(B, T_, C)
+            return self.resid_dropout(self.c_proj(y))
 
-    class GPT(tnn.Module):
+    class MLP(nn.Module):
         def __init__(self):
             super().__init__()
-            self.wte, self.wpe = tnn.Embedding(V, C), tnn.Embedding(T, C)
-            self.h = tnn.ModuleList(Block() for _ in range(L))
-            self.ln_f = tnn.LayerNorm(C)
+            self.c_fc, self.gelu = nn.Linear(C, 4 * C), nn.GELU()
+            self.c_proj, self.dropout = nn.Linear(4 * C, C), nn.Dropout(dropout)
+
+        def forward(self, x):
+            return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, 4C) inside, (B, T, C) out
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.attn, self.ln_2, self.mlp = LayerNorm(C), CausalSelfAttention(), LayerNorm(C), MLP()
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(V, C), wpe=nn.Embedding(T, C), drop=nn.Dropout(dropout),
+                h=nn.ModuleList(Block() for _ in range(L)), ln_f=LayerNorm(C)))
+            self.lm_head = nn.Linear(C, V, bias=False)
+            self.transformer.wte.weight = self.lm_head.weight  # tied, as in nanoGPT
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * L))
 
         def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-            for block in self.h:
+            pos = torch.arange(0, idx.shape[1], dtype=torch.long)  # (T,)
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+            for block in self.transformer.h:
                 x = block(x)
-            logits = self.ln_f(x) @ self.wte.weight.T  # lm_head tied to wte, as in nanoGPT
-            return TF.cross_entropy(logits.view(-1, V), targets.view(-1))
+            logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            return logits, loss
 
+    return GPT()
+
+
+def torch_stepper(batch_size, config=CONFIG, gelu_kind="exact", nanogpt=None):
+    """One training step of nanoGPT's GPT (DIR/model.py when nanogpt=DIR, else nanogpt_copy()) with its
+    configure_optimizers groups; gelu_kind "tanh" swaps each block's mlp.gelu for nn.GELU(approximate="tanh")."""
+    import torch
     torch.manual_seed(0)
-    model = GPT()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
-    idx, targets = (torch.from_numpy(a) for a in make_batch(batch_size))
+    if nanogpt:
+        module = load_nanogpt(nanogpt)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter count and its two groups
+            model = module.GPT(module.GPTConfig(**config, dropout=0.0, bias=True))
+            opt = model.configure_optimizers(weight_decay=WEIGHT_DECAY, learning_rate=LEARNING_RATE, betas=BETAS,
+                                             device_type="cpu")
+        label = f"nanoGPT model.py ({os.path.abspath(nanogpt)})"
+    else:
+        model = nanogpt_copy(config)
+        opt = torch.optim.AdamW(nanogpt_param_groups(model.parameters()), lr=LEARNING_RATE, betas=BETAS)
+        label = "torch (built-in nanoGPT copy)"
+    if gelu_kind == "tanh":
+        for block in model.transformer.h:
+            if not isinstance(getattr(block.mlp, "gelu", None), torch.nn.GELU):
+                raise ValueError("--gelu tanh: this model's blocks have no mlp.gelu = nn.GELU() to swap")
+            block.mlp.gelu = torch.nn.GELU(approximate="tanh")
+        label += ", mlp.gelu swapped for nn.GELU(approximate='tanh')"
+    model.train()
+    idx, targets = (torch.from_numpy(a) for a in make_batch(batch_size, config))
 
     def step():
-        loss = model(idx, targets)
+        _, loss = model(idx, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return float(loss.detach())
 
+    step.info = {"model": label, "params": sum(p.numel() for p in model.parameters())}
     return step
-
-
-def time_steps_in_processes(names, steps, rounds, batch_size):
-    """Each round of each contender in a fresh `python bench_step.py --worker NAME`; {name: [seconds, ...]}."""
-    times = {name: [] for name in names}
-    for _ in range(rounds):
-        for name in names:
-            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", name, "--steps", str(steps),
-                                   "--batch-size", str(batch_size)], capture_output=True, text=True, check=True)
-            times[name] += json.loads(done.stdout.strip().splitlines()[-1])
-    return times
-
-
-def time_steps(contenders, steps, rounds, batch_size):
-    """contenders: {name: (make_step, backend or None)}. Returns {name: [seconds per step, ...]}."""
-    steppers = {}
-    for name, (make, backend) in contenders.items():
-        with kernels.use(backend or kernels.current()):
-            steppers[name] = make(batch_size)
-            for _ in range(2):  # warm-up: compile, allocate, fill caches
-                steppers[name]()
-    times = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, (_, backend) in contenders.items():
-            with kernels.use(backend or kernels.current()):
-                for _ in range(steps):
-                    t0 = time.perf_counter()
-                    steppers[name]()
-                    times[name].append(time.perf_counter() - t0)
-    return times
 
 
 CONTENDERS = {"tinyft numpy": (tinyft_stepper, "numpy"), "tinyft numba": (tinyft_stepper, "numba"),
               "torch eager": (torch_stepper, None)}
+
+
+# --- timing: rounds of fresh worker processes -------------------------------------------------------------
+
+
+def timed_steps(step, steps, warmup=WARMUP_STEPS):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def backend_of(name):
+    from tinyft import kernels
+    backend = CONTENDERS[name][1]
+    return kernels.use(backend) if backend else contextlib.nullcontext()
+
+
+def worker(name, size, steps, gelu_kind="exact", nanogpt=None):
+    """One contender in this (fresh) process: build, memory before the first step, time, peak memory after.
+    size: the GPTConfig fields plus batch_size. Returns the dict the worker prints as one JSON line."""
+    config = {k: v for k, v in size.items() if k != "batch_size"}
+    with backend_of(name):
+        step = CONTENDERS[name][0](size["batch_size"], config, gelu_kind, nanogpt)
+        before, peak_before = rss_mib(), peak_rss_mib()  # model, optimizer and batch built; no step run yet
+        times = timed_steps(step, steps)
+        peak = peak_rss_mib()
+    return {"name": name, **step.info, "times": times, "rss_before_mib": before, "peak_before_step_mib": peak_before,
+            "peak_mib": peak, "step_increase_mib": None if before is None else peak - before}
+
+
+def run_rounds(names, size, steps, rounds, gelu_kind="exact", nanogpt=None):
+    """`rounds` rounds, in each every contender once in a fresh `bench_step.py --worker NAME --config SIZE`
+    (in the order of names: a noisy neighbour hurts them alike). {name: [worker dict per round]}."""
+    results = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--config", json.dumps(size),
+                   "--steps", str(steps), "--gelu", gelu_kind] + (["--nanogpt", nanogpt] if nanogpt else [])
+            done = subprocess.run(cmd, capture_output=True, text=True, env=USER_ENV)
+            if done.returncode != 0:
+                raise RuntimeError(f"the {name!r} worker failed ({' '.join(cmd)}):\n{done.stderr}")
+            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def prime_numba_cache(size, gelu_kind="exact"):
+    """One untimed tinyft numba worker of this size (its warm-up steps only): Numba compiles on first use and
+    writes its cache, and no timed round should count compiling in its time or peak memory. The same size,
+    because which kernels run (serial or parallel paths) can depend on the shapes."""
+    run_rounds(["tinyft numba"], size, 0, 1, gelu_kind)
+
+
+def run_rounds_same_process(names, size, steps, rounds, gelu_kind="exact", nanogpt=None):
+    """As run_rounds, every contender in this one process (--same-process); no memory figures."""
+    config = {k: v for k, v in size.items() if k != "batch_size"}
+    steppers, results = {}, {name: [] for name in names}
+    for name in names:
+        with backend_of(name):
+            steppers[name] = CONTENDERS[name][0](size["batch_size"], config, gelu_kind, nanogpt)
+            timed_steps(steppers[name], 0)
+    for _ in range(rounds):
+        for name in names:
+            with backend_of(name):
+                times = timed_steps(steppers[name], steps, warmup=0)
+            results[name].append({"name": name, **steppers[name].info, "times": times, "rss_before_mib": None,
+                                  "peak_before_step_mib": None, "peak_mib": None, "step_increase_mib": None})
+    return results
+
+
+def summarize(results, tokens):
+    """Per contender: each round's figure (its median step time), the median, best and worst round in ms and
+    tokens/s, and the memory figures' medians over rounds (None when not measured)."""
+    summary = {}
+    for name, rounds in results.items():
+        round_s = [statistics.median(r["times"]) for r in rounds]
+        med, best, worst = statistics.median(round_s), min(round_s), max(round_s)
+
+        def mem(key):
+            values = [r[key] for r in rounds if r.get(key) is not None]
+            return statistics.median(values) if values else None
+
+        summary[name] = {"model": rounds[0]["model"], "params": rounds[0]["params"],
+                         "round_ms": [s * 1e3 for s in round_s], "median_ms": med * 1e3, "best_round_ms": best * 1e3,
+                         "worst_round_ms": worst * 1e3, "best_ms": min(min(r["times"]) for r in rounds) * 1e3,
+                         "tokens_per_s": tokens / med, "tokens_per_s_best_round": tokens / best,
+                         "tokens_per_s_worst_round": tokens / worst, "rss_before_mib": mem("rss_before_mib"),
+                         "peak_before_step_mib": mem("peak_before_step_mib"), "peak_mib": mem("peak_mib"),
+                         "step_increase_mib": mem("step_increase_mib")}
+    return summary
+
+
+def ratio_summary(summary, ours="tinyft numba", theirs="torch eager"):
+    """ours / theirs in tokens/s: from the medians, and round by round (the pair that ran side by side)."""
+    per_round = [t / o for o, t in zip(summary[ours]["round_ms"], summary[theirs]["round_ms"])]
+    return {"ratio": summary[ours]["tokens_per_s"] / summary[theirs]["tokens_per_s"], "round_ratios": per_round,
+            "best_round_ratio": max(per_round), "worst_round_ratio": min(per_round)}
+
+
+def fmt_mib(x):
+    return "n/a" if x is None else f"{x:.0f}"
 
 
 # --- kernels at the step's shapes ---------------------------------------------------------------------
@@ -199,7 +425,11 @@ def best_and_median(fn, repeats):
     return min(ts), statistics.median(ts)
 
 
+ATTENTION_ROW = "attention fwd+bwd"  # kernel_table's row that torch's SDPA is set beside
+
+
 def kernel_cases(batch_size):
+    from tinyft.kernels import adamw, attention, cross_entropy, embedding, gelu, layernorm
     rng = np.random.default_rng(0)
     f32 = np.float32
     B, T, C, V, H = batch_size, CONFIG["block_size"], CONFIG["n_embd"], CONFIG["vocab_size"], CONFIG["n_head"]
@@ -227,23 +457,26 @@ def kernel_cases(batch_size):
 
     A = attention
     return {  # name: (numba callable, numpy-twin callable)
-        "layernorm fwd (2048x128)": (lambda: layernorm.layernorm_forward_numba(x, w, b, eps),
+        f"layernorm fwd ({N}x{C})": (lambda: layernorm.layernorm_forward_numba(x, w, b, eps),
                                      lambda: layernorm.layernorm_forward_reference(x, w, b, eps)),
         "layernorm bwd": (lambda: layernorm.layernorm_backward_numba(g, x, w, mean, rstd),
                           lambda: layernorm.layernorm_backward_reference(g, x, w, mean, rstd)),
-        "gelu fwd (2048x512)": (lambda: gelu.gelu_forward_numba(h), lambda: gelu.gelu_forward_reference(h)),
-        "gelu bwd": (lambda: gelu.gelu_backward_numba(h, h), lambda: gelu.gelu_backward_reference(h, h)),
-        "cross-entropy fwd (2048x256)": (lambda: cross_entropy.cross_entropy_forward_numba(logits, targets, -1),
+        f"gelu tanh fwd ({N}x{4 * C})": (lambda: gelu.gelu_forward_numba(h), lambda: gelu.gelu_forward_reference(h)),
+        "gelu tanh bwd": (lambda: gelu.gelu_backward_numba(h, h), lambda: gelu.gelu_backward_reference(h, h)),
+        "gelu exact fwd": (lambda: gelu.gelu_exact_forward_numba(h), lambda: gelu.gelu_exact_forward_reference(h)),
+        "gelu exact bwd": (lambda: gelu.gelu_exact_backward_numba(h, h),
+                           lambda: gelu.gelu_exact_backward_reference(h, h)),
+        f"cross-entropy fwd ({N}x{V})": (lambda: cross_entropy.cross_entropy_forward_numba(logits, targets, -1),
                                          lambda: cross_entropy.cross_entropy_forward_reference(logits, targets, -1)),
         "cross-entropy bwd": (lambda: cross_entropy.cross_entropy_backward_numba(g_rows, logits, targets, -1, lse),
                               lambda: cross_entropy.cross_entropy_backward_reference(g_rows, logits, targets, -1, lse)),
-        f"attention fwd+bwd (16,4,128,32) save_probs={save}": (
+        f"{ATTENTION_ROW} ({B},{H},{T},{C // H}) save_probs={save}": (
             attn(A.attention_forward_numba, A.attention_backward_numba, save),
             attn(A.attention_forward_reference, A.attention_backward_reference, True)),
         f"attention fwd+bwd save_probs={not save}": (
             attn(A.attention_forward_numba, A.attention_backward_numba, not save),
             attn(A.attention_forward_reference, A.attention_backward_reference, True)),
-        "embedding bwd (2048 ids, 256x128)": (lambda: embedding.embedding_backward_numba(ids, g, V),
+        f"embedding bwd ({N} ids, {V}x{C})": (lambda: embedding.embedding_backward_numba(ids, g, V),
                                               lambda: embedding.embedding_backward_reference(ids, g, V)),
         f"adamw update ({n_params} params)": (
             lambda: adamw.adam_update_numba(p, pg, m, vv, 3e-4, 0.9, 0.95, 1e-8, 0.1, 5, True),
@@ -288,15 +521,16 @@ from tinyft.optim import AdamW
 model = GPT(GPTConfig(**{config!r}))
 opt = AdamW(model.parameters(), lr=3e-4)
 rng = np.random.default_rng(0)
-idx, targets = rng.integers(0, 256, ({batch}, 128)), rng.integers(0, 256, ({batch}, 128))
+idx, targets = rng.integers(0, {vocab}, ({batch}, {block})), rng.integers(0, {vocab}, ({batch}, {block}))
 _, loss = model(idx, targets); opt.zero_grad(); loss.backward(); opt.step()
 print(time.perf_counter() - t0)
 """
 
 
-def startup(batch_size):
+def startup(batch_size, gelu_kind="exact"):
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    code = STARTUP_SCRIPT.format(root=root, config=CONFIG, batch=batch_size)
+    code = STARTUP_SCRIPT.format(root=root, config=dict(CONFIG, gelu=gelu_kind), batch=batch_size,
+                                 vocab=CONFIG["vocab_size"], block=CONFIG["block_size"])
 
     def run(env):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -315,9 +549,11 @@ def startup(batch_size):
 # --- where the time goes -------------------------------------------------------------------------------
 
 
-def profile_step(steps, batch_size):
+def profile_step(steps, batch_size, gelu_kind="exact"):
     """Time every Function's forward and backward (and the three phases) inside numba training steps."""
     import collections
+
+    from tinyft import kernels
     from tinyft.autograd import Function
     totals = collections.defaultdict(float)
 
@@ -339,16 +575,12 @@ def profile_step(steps, batch_size):
         for phase in ("forward", "backward"):
             if isinstance(cls.__dict__.get(phase), staticmethod):
                 setattr(cls, phase, timed(cls.__dict__[phase].__func__, f"{cls.__name__}.{phase}"))
-    from tinyft.nn import GPT, GPTConfig
-    from tinyft.optim import AdamW
     with kernels.use("numba"):
-        tinyft.manual_seed(0)
-        model = GPT(GPTConfig(**CONFIG))
-        opt = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+        model, opt = tinyft_model_and_optimizer(CONFIG, gelu_kind)
         idx, targets = make_batch(batch_size)
         phases = collections.defaultdict(float)
-        for i in range(steps + 2):
-            if i == 2:  # two warm-up steps, then count
+        for i in range(steps + WARMUP_STEPS):
+            if i == WARMUP_STEPS:  # the warm-up steps are not counted
                 totals.clear()
                 phases.clear()
             t0 = time.perf_counter()
@@ -362,7 +594,8 @@ def profile_step(steps, batch_size):
             phases["forward"] += t1 - t0
             phases["backward"] += t2 - t1
             phases["optimizer step"] += t3 - t2
-    print(f"numba step, mean over {steps} steps: " + ", ".join(f"{k} {v / steps * 1e3:.1f} ms" for k, v in phases.items()))
+    print(f"numba step (gelu {gelu_kind}), mean over {steps} steps: "
+          + ", ".join(f"{k} {v / steps * 1e3:.1f} ms" for k, v in phases.items()))
     print(f"{'Function.phase':<34}{'ms per step':>12}")
     for label, total in sorted(totals.items(), key=lambda kv: -kv[1]):
         if total / steps >= 5e-5:
@@ -372,61 +605,89 @@ def profile_step(steps, batch_size):
 # --- main -----------------------------------------------------------------------------------------------
 
 
+def add_common_arguments(parser, rounds):
+    """The flags bench_step.py and bench_scaling.py share (the timing and the torch side)."""
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per contender per round (default 5)")
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help=f"alternating rounds, a fresh process per contender each (default {rounds})")
+    parser.add_argument("--gelu", choices=GELU_KINDS, default="exact",
+                        help="the MLP's GELU on both sides (default exact, nanoGPT's nn.GELU())")
+    parser.add_argument("--nanogpt", metavar="DIR",
+                        help="a nanoGPT checkout: time its own model.py (default: the built-in copy of it)")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it imports")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def check_common_arguments(parser, args):
+    for flag in ("steps", "rounds"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.nanogpt is not None and not os.path.isfile(os.path.join(args.nanogpt, "model.py")):
+        parser.error(f"--nanogpt {args.nanogpt!r}: no model.py there; pass a nanoGPT checkout")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per contender per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    add_common_arguments(parser, rounds=5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=20, help="repeats per kernel timing")
-    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it imports")
     parser.add_argument("--no-startup", action="store_true", help="skip the import-to-first-step subprocesses")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.add_argument("--same-process", action="store_true",
                         help="time every contender in this process (default: a fresh process per round)")
     parser.add_argument("--profile", action="store_true", help="only show where a numba step's time goes")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: time one contender, print JSON
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: one contender, JSON
+    parser.add_argument("--config", help=argparse.SUPPRESS)  # internal: the worker's size (GPTConfig + batch_size)
     args = parser.parse_args(argv)
-    if args.profile:
-        profile_step(args.steps, args.batch_size)
-        return
     if args.worker:
-        make, backend = CONTENDERS[args.worker]
-        print(json.dumps(time_steps({args.worker: (make, backend)}, args.steps, 1, args.batch_size)[args.worker]))
+        size = json.loads(args.config) if args.config else dict(CONFIG, batch_size=args.batch_size)
+        print(json.dumps(worker(args.worker, size, args.steps, args.gelu, args.nanogpt)))
+        return
+    check_common_arguments(parser, args)
+    if args.profile:
+        profile_step(args.steps, args.batch_size, args.gelu)
         return
 
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            pass
-    info = machine()
-    if torch is not None:
-        info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
+    info, has_torch = machine_and_torch(args.no_torch)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    print(f"config: {CONFIG}, batch {args.batch_size}, float32; {args.rounds} rounds x {args.steps} steps")
-
-    contenders = {name: CONTENDERS[name] for name in CONTENDERS if torch is not None or name != "torch eager"}
-    if args.same_process:
-        times = time_steps(contenders, args.steps, args.rounds, args.batch_size)
-    else:
-        times = time_steps_in_processes(list(contenders), args.steps, args.rounds, args.batch_size)
-    print(f"step times: {'one process' if args.same_process else 'a fresh process per contender and round'}")
+    size = dict(CONFIG, batch_size=args.batch_size)
+    names = [name for name in CONTENDERS if has_torch or name != "torch eager"]
+    if not args.same_process:  # (one process warms up every contender before its first timed round)
+        prime_numba_cache(size, args.gelu)
+    run = run_rounds_same_process if args.same_process else run_rounds
+    results = run(names, size, args.steps, args.rounds, args.gelu, args.nanogpt)
     tokens = args.batch_size * CONFIG["block_size"]
-    summary = {"machine": info, "batch_size": args.batch_size, "steps": {}}
-    print(f"\n{'training step':<16}{'median ms':>11}{'best ms':>10}{'tokens/s (median)':>19}{'tokens/s (best)':>17}")
-    for name, ts in times.items():
-        med, best = statistics.median(ts), min(ts)
-        summary["steps"][name] = {"median_ms": med * 1e3, "best_ms": best * 1e3,
-                                  "tokens_per_s": tokens / med, "tokens_per_s_best": tokens / best}
-        print(f"{name:<16}{med * 1e3:>11.1f}{best * 1e3:>10.1f}{tokens / med:>19.0f}{tokens / best:>17.0f}")
-    steps = summary["steps"]
+    steps = summarize(results, tokens)
+    print(f"config: {CONFIG}, batch {args.batch_size} ({tokens} tokens), float32, gelu {args.gelu}; "
+          f"{args.rounds} rounds x {args.steps} steps (after {WARMUP_STEPS} warm-up), "
+          f"{'all in one process' if args.same_process else 'a fresh process per contender and round'}")
+    for name in names:
+        print(f"  {name}: {steps[name]['model']}, {steps[name]['params']:,} parameters")
+    print("  AdamW lr 3e-4, betas (0.9, 0.95), weight decay 0.1 on the 2-D parameters, 0 on the rest")
+    summary = {"machine": info, "config": CONFIG, "batch_size": args.batch_size, "gelu": args.gelu,
+               "rounds": args.rounds, "steps_per_round": args.steps, "same_process": args.same_process,
+               "steps": steps}
+
+    print(f"\n{'training step':<14}{'median ms':>10}{'tokens/s: median':>18}{'best round':>12}{'worst round':>13}"
+          "   each round's median ms")
+    for name, s in steps.items():
+        print(f"{name:<14}{s['median_ms']:>10.1f}{s['tokens_per_s']:>18.0f}{s['tokens_per_s_best_round']:>12.0f}"
+              f"{s['tokens_per_s_worst_round']:>13.0f}   " + " ".join(f"{ms:.1f}" for ms in s["round_ms"]))
     if "torch eager" in steps:
-        ratio = steps["tinyft numba"]["tokens_per_s"] / steps["torch eager"]["tokens_per_s"]
-        summary["numba_over_torch"] = ratio
-        print(f"tinyft numba / torch eager (median tokens/s): {ratio:.2f}x")
+        r = ratio_summary(steps)
+        summary.update(numba_over_torch=r["ratio"], round_ratios=r["round_ratios"],
+                       best_round_ratio=r["best_round_ratio"], worst_round_ratio=r["worst_round_ratio"])
+        print(f"tinyft numba / torch eager (median tokens/s): {r['ratio']:.2f}x; round by round (side by side): "
+              + " ".join(f"{x:.2f}" for x in r["round_ratios"])
+              + f"; best {r['best_round_ratio']:.2f}x, worst {r['worst_round_ratio']:.2f}x")
     summary["numba_over_numpy"] = steps["tinyft numba"]["tokens_per_s"] / steps["tinyft numpy"]["tokens_per_s"]
     print(f"tinyft numba / tinyft numpy: {summary['numba_over_numpy']:.2f}x")
+
+    if not args.same_process:
+        print(f"\n{'memory, MiB':<14}{'before 1st step':>16}{'peak':>7}{'step peak - before':>20}"
+              "   (medians over rounds: VmRSS, VmHWM)")
+        for name, s in steps.items():
+            print(f"{name:<14}{fmt_mib(s['rss_before_mib']):>16}{fmt_mib(s['peak_mib']):>7}"
+                  f"{fmt_mib(s['step_increase_mib']):>20}")
 
     rows, (q, k, v, dout) = kernel_table(args.batch_size, args.repeats)
     summary["kernels"] = rows
@@ -434,19 +695,19 @@ def main(argv=None):
     for r in rows:
         print(f"{r['kernel']:<48}{r['numba_ms']:>9.3f}{r['numpy_ms']:>9.3f}{r['speedup']:>8.1f}x"
               f"{r['speedup_median']:>8.1f}x")
-    if torch is not None:
+    if has_torch:
         best, med = torch_sdpa_ms(q, k, v, dout, args.repeats)
-        ours = rows[6]
+        ours = next(r for r in rows if r["kernel"].startswith(ATTENTION_ROW))
         summary["sdpa"] = {"torch_ms": best, "torch_median_ms": med, "ours_ms": ours["numba_ms"],
                            "ours_median_ms": ours["numba_median_ms"]}
         print(f"torch SDPA fwd+bwd (is_causal) {best:.3f} ms (median {med:.3f}); ours {ours['numba_ms']:.3f} ms "
               f"(median {ours['numba_median_ms']:.3f}): {best / ours['numba_ms']:.2f}x")
 
     if not args.no_startup:
-        s = startup(args.batch_size)
+        s = startup(args.batch_size, args.gelu)
         summary["startup"] = s
-        print(f"\nimport to end of first step: warm cache {s['warm_s']:.2f} s (default cache folder "
-              f"{s['warm_default_cache_s']:.2f} s), cold cache {s['cold_s']:.2f} s")
+        print(f"\nimport to end of first step (gelu {args.gelu}): warm cache {s['warm_s']:.2f} s (default cache "
+              f"folder {s['warm_default_cache_s']:.2f} s), cold cache {s['cold_s']:.2f} s")
     if args.json:
         print(json.dumps(summary))
 
