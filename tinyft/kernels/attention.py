@@ -298,7 +298,7 @@ def _backward_into(dout, q, k, v, out, lse, probs, dq, dk, dv, causal):
         _weights_transposed_times(p, dout[a:b], dv[a:b], blocks)  # dv = p^T dout
         ds = np.empty((b - a, H, T, T), dtype=q.dtype)
         _rows_by_keys(dout[a:b], v[a:b], ds, blocks)  # dp = dout v^T, then in place:
-        D = np.sum(dout[a:b] * out[a:b], axis=-1)  # (n, H, T): D_i = dout_i . out_i
+        D = np.einsum("bhtd,bhtd->bht", dout[a:b], out[a:b])  # (n, H, T): D_i = dout_i . out_i, no temporary
         _softmax_backward_rows(ds.reshape(-1, T, T), p.reshape(-1, T, T), D.reshape(-1, T), scale, causal)
         _weights_times(ds, k[a:b], dq[a:b], blocks)  # dq = ds k
         _weights_transposed_times(ds, q[a:b], dk[a:b], blocks)  # dk = ds^T q

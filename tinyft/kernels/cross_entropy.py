@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from ._backend import current, njit
-from ._math import exp_nonpositive
+from ._math import as_type, exp_nonpositive
 
 
 def cross_entropy_forward_reference(logits, targets, ignore):
@@ -45,7 +45,7 @@ def cross_entropy_forward_numba(logits, targets, ignore):
         m = logits[n, 0]
         for j in range(1, V):
             m = max(m, logits[n, j])
-        s = 0.0
+        s = as_type(0.0, logits)  # in the logits' dtype: float32 rows keep 16 lanes per vector (16 partial sums)
         for j in range(V):
             s += exp_nonpositive(logits[n, j] - m, logits)
         lse[n] = m + math.log(s)

@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from ._backend import current, njit
+from ._math import as_type
 
 ROWS_PER_CHUNK = 64  # rows summed into one partial dw/db; a fixed size keeps results thread-count independent
 
@@ -44,26 +45,28 @@ def layernorm_forward_numba(x, w, b, eps):
     y = np.empty_like(x)
     mean = np.empty(N, dtype=x.dtype)
     rstd = np.empty(N, dtype=x.dtype)
+    zero, one = as_type(0.0, x), as_type(1.0, x)
     for n in prange(N):  # rows are independent: one thread takes a contiguous block of them
-        s = 0.0  # float64 accumulators: the statistics of a float32 row keep their digits
-        for c in range(C):
+        s = zero  # accumulators in x's dtype: 16 float32 lanes per vector; fast-math keeps 16 partial sums,
+        for c in range(C):  # and the variance is a second pass over (x - mean), so no digits cancel
             s += x[n, c]
         mu = s / C
-        ss = 0.0
+        ss = zero
         for c in range(C):
             d = x[n, c] - mu
             ss += d * d
+        r = one / math.sqrt(ss / C + eps)
         mean[n] = mu
-        rstd[n] = 1.0 / math.sqrt(ss / C + eps)
-        m, r = mean[n], rstd[n]  # back in x's dtype, so the loop below runs in float32 for float32 input
+        rstd[n] = r
         for c in range(C):
-            y[n, c] = (x[n, c] - m) * r * w[c] + b[c]
+            y[n, c] = (x[n, c] - mu) * r * w[c] + b[c]
     return y, mean, rstd
 
 
 @njit(parallel=True)
 def layernorm_backward_numba(g, x, w, mean, rstd):
     N, C = x.shape
+    zero = as_type(0.0, x)
     dx = np.empty_like(x)
     n_chunks = (N + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
     # Per-chunk partial sums: no two threads share a row. np.empty, zeroed inside the prange loop: under
@@ -76,8 +79,8 @@ def layernorm_backward_numba(g, x, w, mean, rstd):
         db_part[chunk, :] = 0.0
         for n in range(chunk * ROWS_PER_CHUNK, min(N, (chunk + 1) * ROWS_PER_CHUNK)):
             m, r = mean[n], rstd[n]
-            sum_dxhat = 0.0
-            sum_dxhat_xhat = 0.0
+            sum_dxhat = zero  # in x's dtype, as in the forward
+            sum_dxhat_xhat = zero
             for c in range(C):
                 xhat = (x[n, c] - m) * r
                 dxhat = g[n, c] * w[c]
@@ -85,8 +88,8 @@ def layernorm_backward_numba(g, x, w, mean, rstd):
                 sum_dxhat_xhat += dxhat * xhat
                 dw_part[chunk, c] += g[n, c] * xhat
                 db_part[chunk, c] += g[n, c]
-            a = np.float64(sum_dxhat / C)
-            bb = np.float64(sum_dxhat_xhat / C)
+            a = sum_dxhat / C
+            bb = sum_dxhat_xhat / C
             for c in range(C):
                 xhat = (x[n, c] - m) * r
                 dx[n, c] = r * (g[n, c] * w[c] - a - xhat * bb)
