@@ -11,12 +11,14 @@ Map of this script:
   kernel_table()      each kernel at the step's shapes: Numba time, NumPy-twin time, speed-up; torch SDPA
   startup()           import-to-end-of-first-step, warm Numba cache and cold (an empty NUMBA_CACHE_DIR)
   profile_step()      --profile: where a numba step's time goes, each Function's forward and backward timed
+  profile_torch()     --profile-torch: torch.profiler's table of the torch step, and torch vs NumPy product speed
 A round's figure is its median step time; tokens/s are reported as the median round, the best and the worst,
 the ratio tinyft numba / torch from the medians and per round (the pair run side by side). Memory: VmRSS
 before the first step, VmHWM (peak) after the last, their difference the step's increase (medians over
 rounds). benchmarks/bench_scaling.py reuses these functions over model sizes. Usage:
   python benchmarks/bench_step.py [--steps 10] [--rounds 5] [--nanogpt DIR] [--gelu exact|tanh] [--no-torch] [--json]
   python benchmarks/bench_step.py --profile [--steps 20]
+  python benchmarks/bench_step.py --profile-torch [--steps 10] [--nanogpt DIR]
 """
 
 import argparse
@@ -626,6 +628,29 @@ def check_common_arguments(parser, args):
         parser.error(f"--nanogpt {args.nanogpt!r}: no model.py there; pass a nanoGPT checkout")
 
 
+def profile_torch(steps, batch_size, gelu_kind="exact", nanogpt=None):
+    """--profile-torch: torch.profiler's table of the torch contender's step (the same model and optimizer as
+    the timed rounds), then torch.matmul against np.matmul on the reference step's widest product."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    made = torch_stepper(batch_size, CONFIG, gelu_kind, nanogpt)
+    step = made[0] if isinstance(made, tuple) else made
+    for _ in range(3):  # warm-up
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    print(f"torch eager step, {steps} steps under torch.profiler (its times are totals over the steps):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=16))
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2048, 128), dtype=np.float32), rng.standard_normal((512, 128), dtype=np.float32)
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+    flop = 2 * 2048 * 128 * 512
+    for name, run in (("torch.matmul", lambda: tx @ tw.T), ("np.matmul (OpenBLAS)", lambda: x @ w.T)) * 2:
+        best, _ = best_and_median(run, 50)
+        print(f"{name:<22} (2048,128)@(128,512) best of 50: {best * 1e3:.3f} ms, {flop / best / 1e9:.0f} GFLOP/s")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_arguments(parser, rounds=5)
@@ -635,6 +660,8 @@ def main(argv=None):
     parser.add_argument("--same-process", action="store_true",
                         help="time every contender in this process (default: a fresh process per round)")
     parser.add_argument("--profile", action="store_true", help="only show where a numba step's time goes")
+    parser.add_argument("--profile-torch", action="store_true",
+                        help="only show where the torch step's time goes (torch.profiler), and torch's product speed")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: one contender, JSON
     parser.add_argument("--config", help=argparse.SUPPRESS)  # internal: the worker's size (GPTConfig + batch_size)
     args = parser.parse_args(argv)
@@ -645,6 +672,9 @@ def main(argv=None):
     check_common_arguments(parser, args)
     if args.profile:
         profile_step(args.steps, args.batch_size, args.gelu)
+        return
+    if args.profile_torch:
+        profile_torch(args.steps, args.batch_size, args.gelu, args.nanogpt)
         return
 
     info, has_torch = machine_and_torch(args.no_torch)

@@ -511,7 +511,7 @@ def test_kernel_constants_and_sizes_the_notes_quote():
                      quoted(nb, r"Float32 keeps about (\d+) significant digits"), "7")
     B, H, T, hd = 16, 4, 128, 32
     assert_rounds_to(attention.HEADS_PER_TASK * T * T * 4 / 1e6,
-                     quoted(note, r"Eight heads' scores \(8 × 128 × 128 floats, ([\d.]*\d) MB\)"), "8 heads' scores")
+                     quoted(note, r"Sixteen heads' scores \(16 × 128 × 128 floats, ([\d.]*\d) MB\)"), "16 heads' scores")
     assert_rounds_to(B * H * T * T * 4 / 1e6, quoted(note, r"The probabilities are ([\d.]*\d) MB per layer"), "probs")
     n_params = worked_model().num_parameters()
     assert_rounds_to(n_params / 1e6, quoted(note, r"\| AdamW update \(([\d.]*\d) M parameters\)"), "AdamW parameters")
