@@ -14,9 +14,8 @@ The formulas are tinyft.optim.Adam's (torch.optim semantics):
 NumPy writes a temporary for every operator above; the kernel reads p, g, m, v once and writes p, m, v once.
 """
 
-import math
-
 import functools
+import math
 
 import numpy as np
 from numba import prange
