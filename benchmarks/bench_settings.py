@@ -17,7 +17,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -36,7 +35,7 @@ SETTINGS = {  # name -> (environment variables, products on BLAS's own threads?)
 def worker(name, steps):
     import numpy as np
 
-    from bench_step import tinyft_stepper
+    from bench_step import timed_steps, tinyft_stepper
     from tinyft import kernels
 
     if SETTINGS[name][1]:  # the linear layers' products as plain np.matmul calls, BLAS's threads
@@ -45,14 +44,7 @@ def worker(name, steps):
             return [np.matmul(a, b) if bias is None else np.matmul(a, b) + bias for (a, b), bias in zip(pairs, biases)]
         kernels.matmul.matmuls = blas_matmuls
     with kernels.use("numba"):
-        step = tinyft_stepper(16)
-        for _ in range(2):  # warm-up: compile or load the cache, allocate
-            step()
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+        times = timed_steps(tinyft_stepper(16), steps, warmup=2)  # warm-up: compile or load the cache, allocate
     import numba
     print(json.dumps({"layer": numba.threading_layer(), "times": times}))
 

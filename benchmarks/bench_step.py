@@ -633,8 +633,7 @@ def profile_torch(steps, batch_size, gelu_kind="exact", nanogpt=None):
     the timed rounds), then torch.matmul against np.matmul on the reference step's widest product."""
     import torch
     from torch.profiler import ProfilerActivity, profile
-    made = torch_stepper(batch_size, CONFIG, gelu_kind, nanogpt)
-    step = made[0] if isinstance(made, tuple) else made
+    step = torch_stepper(batch_size, CONFIG, gelu_kind, nanogpt)
     for _ in range(3):  # warm-up
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -102,9 +102,10 @@ def adam_update_many(updates):
             adam_update(*update)
         return
     tasks = []
-    for p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled in updates:
+    for update in updates:
+        p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled = update
         if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
-            adam_update_reference(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decoupled)
+            adam_update(*update)  # a strided parameter: adam_update's own fallback (the twin)
             continue
         flat = [a.reshape(-1) for a in (p, np.ascontiguousarray(g, dtype=p.dtype), m, v)]  # 4 x (n,) views
         numbers = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), int(t), bool(decoupled))
