@@ -277,6 +277,16 @@ def parallel_chunks(work, n, chunk):
     run_parallel([functools.partial(work, start, min(start + chunk, n)) for start in range(0, n, chunk)])
 
 
+TASKS_PER_THREAD = 2  # a thread slowed by something else then leaves its second chunk to the others
+
+
+def parallel_rows(work, n, grain):
+    """parallel_chunks over range(n) in TASKS_PER_THREAD chunks per thread, none smaller than `grain` rows
+    (below that a hand-off costs more than the rows take): how the row kernels (layer norm, GELU,
+    cross-entropy) share the cores. Each chunk is one call of a serial kernel compiled with nogil=True."""
+    parallel_chunks(work, n, max(grain, -(-n // (TASKS_PER_THREAD * thread_count()))))
+
+
 # --- compilation ------------------------------------------------------------------------------------
 
 _warned_folders = set()
@@ -344,6 +354,7 @@ def njit(parallel=False, **options):
             warnings.warn(f"tinyft.kernels: Numba cache folder {folder} is not writable, so kernels compile "
                           f"without a disk cache (every new process compiles again). Set NUMBA_CACHE_DIR to "
                           f"a writable folder to keep compiled kernels between runs.", RuntimeWarning, stacklevel=2)
-        return numba.njit(cache=bool(cache), parallel=parallel, fastmath=set(FASTMATH), **options)(func)
+        return numba.njit(cache=bool(cache), parallel=parallel, fastmath=set(FASTMATH), error_model="numpy",
+                          **options)(func)
 
     return decorate

@@ -4,6 +4,8 @@ Map of this file:
   cross_entropy_forward_reference / _numba    logits (N, V), targets (N,) ints, ignore -> row_loss (N,), lse (N,)
   cross_entropy_backward_reference / _numba   g_rows (N,) -> dlogits (N, V)
   cross_entropy_forward / _backward           dispatch on tinyft.kernels.current()
+  _forward_rows, _backward_rows               the compiled loops over rows start..stop-1: serial, nogil; the
+                                              _numba functions hand blocks of rows to tinyft's threads
 Rows whose target equals `ignore` get loss 0 and gradient 0 (the caller divides the summed row losses by
 the number of counted rows, or by 1 when none counts: the loss is then 0, as in functional.py).
 One pass per direction: the forward reads a row to find its max m, then sums exp(x - m) and keeps only
@@ -11,13 +13,15 @@ the log-sum-exp lse = m + log(sum); the backward rebuilds softmax = exp(x - lse)
 probability array is ever stored. d loss_n / d logits_n = softmax_n - onehot(target_n).
 """
 
+import functools
 import math
 
 import numpy as np
-from numba import prange
 
-from ._backend import current, njit
+from ._backend import current, njit, parallel_rows
 from ._math import as_type, exp_nonpositive
+
+GRAIN = 128  # rows: fewer than this per task and handing them to another thread costs more than it saves
 
 
 def cross_entropy_forward_reference(logits, targets, ignore):
@@ -36,12 +40,12 @@ def cross_entropy_backward_reference(g_rows, logits, targets, ignore, lse):
     return (grad * np.where(counted, g_rows, 0)[:, None]).astype(logits.dtype)
 
 
-@njit(parallel=True)
-def cross_entropy_forward_numba(logits, targets, ignore):
-    N, V = logits.shape
-    row_loss = np.empty(N, dtype=logits.dtype)
-    lse = np.empty(N, dtype=logits.dtype)
-    for n in prange(N):
+@njit(nogil=True)
+def _forward_rows(logits, targets, ignore, row_loss, lse, start, stop):
+    """Rows start..stop-1 of the forward: a serial loop that releases the GIL (cross_entropy_forward_numba
+    hands blocks of rows to tinyft's threads)."""
+    V = logits.shape[1]
+    for n in range(start, stop):
         m = logits[n, 0]
         for j in range(1, V):
             m = max(m, logits[n, j])
@@ -51,14 +55,20 @@ def cross_entropy_forward_numba(logits, targets, ignore):
         lse[n] = m + math.log(s)
         t = targets[n]
         row_loss[n] = 0.0 if t == ignore else lse[n] - logits[n, t]
+
+
+def cross_entropy_forward_numba(logits, targets, ignore):
+    N = logits.shape[0]
+    row_loss = np.empty(N, dtype=logits.dtype)  # (N,)
+    lse = np.empty(N, dtype=logits.dtype)  # (N,)
+    parallel_rows(functools.partial(_forward_rows, logits, targets, ignore, row_loss, lse), N, GRAIN)
     return row_loss, lse
 
 
-@njit(parallel=True)
-def cross_entropy_backward_numba(g_rows, logits, targets, ignore, lse):
-    N, V = logits.shape
-    grad = np.empty_like(logits)
-    for n in prange(N):
+@njit(nogil=True)
+def _backward_rows(g_rows, logits, targets, ignore, lse, grad, start, stop):
+    V = logits.shape[1]
+    for n in range(start, stop):
         t = targets[n]
         if t == ignore:
             grad[n, :] = 0.0
@@ -67,6 +77,11 @@ def cross_entropy_backward_numba(g_rows, logits, targets, ignore, lse):
         for j in range(V):
             grad[n, j] = gn * exp_nonpositive(logits[n, j] - ln, logits)
         grad[n, t] -= gn
+
+
+def cross_entropy_backward_numba(g_rows, logits, targets, ignore, lse):
+    grad = np.empty_like(logits)  # (N, V)
+    parallel_rows(functools.partial(_backward_rows, g_rows, logits, targets, ignore, lse, grad), logits.shape[0], GRAIN)
     return grad
 
 
