@@ -80,12 +80,11 @@ def blas_info():
 def machine():
     import numba
 
-    from tinyft.kernels import layernorm
-    x = np.ones((4, 4), np.float32)
-    layernorm.layernorm_forward_numba(x, x[0], x[0], np.float32(1e-5))  # start Numba's thread pool
+    import tinyft.kernels  # noqa: F401 - its process settings pick Numba's threading layer
     blas, blas_threads = blas_info()
+    threads = numba.get_num_threads()  # starts Numba's thread pool, so threading_layer() can name its layer
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "numba": numba.__version__, "numpy": np.__version__,
-            "numba_threads": numba.get_num_threads(), "numba_threading_layer": numba.threading_layer(),
+            "numba_threads": threads, "numba_threading_layer": numba.threading_layer(),
             "blas": blas, "blas_threads": blas_threads, "python": platform.python_version()}
 
 
