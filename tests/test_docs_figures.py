@@ -498,6 +498,7 @@ def test_float32_exp_error_bound():
 def test_kernel_constants_and_sizes_the_notes_quote():
     note, nb = "docs/kernels.md", "notebooks/04_kernels.ipynb"
     assert layernorm.ROWS_PER_CHUNK == int(quoted(note, r"`ROWS_PER_CHUNK = (\d+)`"))
+    assert _backend.TASKS_PER_THREAD == int(quoted(note, r"`TASKS_PER_THREAD = (\d+)` blocks per thread"))
     assert attention.HEADS_PER_TASK == int(quoted(note, r"`HEADS_PER_TASK = (\d+)` heads"))
     assert attention.HEADS_PER_TASK == int(quoted(nb, r"over groups of (\d+) heads"))
     assert attention.ROW_BLOCK == int(quoted(note, r"per block of `ROW_BLOCK = (\d+)` query rows"))

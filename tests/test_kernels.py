@@ -716,6 +716,62 @@ def test_parallel_chunks_runs_every_chunk_once_into_its_own_slice(two_threads):
     np.testing.assert_array_equal(out, np.arange(n) ** 2)
 
 
+def test_parallel_rows_cuts_two_blocks_per_thread_never_under_grain(two_threads):
+    for n, grain, chunk in ((103, 4, 26), (103, 50, 50), (3, 1, 1), (0, 8, 8)):  # chunk = max(grain, ceil(n / 4))
+        calls = []
+        _backend.parallel_rows(lambda start, stop: calls.append((start, stop)), n, grain)
+        assert sorted(calls) == [(s, min(s + chunk, n)) for s in range(0, n, chunk)], (n, grain)
+
+
+def row_kernel_runs(dtype):
+    """Every row kernel's _numba function on shapes that are no multiple of anything, with its inputs and its
+    twin: [(name, call, twin_call), ...]."""
+    rng = np.random.default_rng(11)
+    x, w, b, g = randn(rng, (130, 33), dtype, 2.0), randn(rng, 33, dtype), randn(rng, 33, dtype), randn(rng, (130, 33), dtype)
+    eps = dtype(1e-5)
+    _, mean, rstd = layernorm.layernorm_forward_reference(x, w, b, eps)
+    h, gh = randn(rng, 301, dtype, 3.0), randn(rng, 301, dtype)
+    logits, targets, g_rows = randn(rng, (37, 70), dtype, 4.0), rng.integers(0, 70, 37), randn(rng, 37, dtype)
+    targets[5] = -100
+    _, lse = cross_entropy.cross_entropy_forward_reference(logits, targets, -100)
+    return [
+        ("layernorm forward", lambda: layernorm.layernorm_forward_numba(x, w, b, eps),
+         lambda: layernorm.layernorm_forward_reference(x, w, b, eps)),
+        ("layernorm backward", lambda: layernorm.layernorm_backward_numba(g, x, w, mean, rstd),
+         lambda: layernorm.layernorm_backward_reference(g, x, w, mean, rstd)),
+        ("gelu forward", lambda: [gelu.gelu_forward_numba(h)], lambda: [gelu.gelu_forward_reference(h)]),
+        ("gelu backward", lambda: [gelu.gelu_backward_numba(gh, h)], lambda: [gelu.gelu_backward_reference(gh, h)]),
+        ("gelu_exact forward", lambda: [gelu.gelu_exact_forward_numba(h)], lambda: [gelu.gelu_exact_forward_reference(h)]),
+        ("gelu_exact backward", lambda: [gelu.gelu_exact_backward_numba(gh, h)],
+         lambda: [gelu.gelu_exact_backward_reference(gh, h)]),
+        ("cross_entropy forward", lambda: cross_entropy.cross_entropy_forward_numba(logits, targets, -100),
+         lambda: cross_entropy.cross_entropy_forward_reference(logits, targets, -100)),
+        ("cross_entropy backward", lambda: [cross_entropy.cross_entropy_backward_numba(g_rows, logits, targets, -100, lse)],
+         lambda: [cross_entropy.cross_entropy_backward_reference(g_rows, logits, targets, -100, lse)]),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_kernels_cut_into_blocks_match_the_twin_and_one_block_bit_for_bit(dtype, two_threads, monkeypatch):
+    """The shapes above are under each file's GRAIN, so they ran as one block; here GRAIN = 1 cuts every call
+    into four blocks (two per thread). Rows (and elements) are independent and layer norm's dw, db add fixed
+    64-row partials in order, so the blocks must change no bit; and the result must still match the twin."""
+    one_block = {name: run() for name, run, _ in row_kernel_runs(dtype)}
+    blocks = []
+    monkeypatch.setattr(_backend, "run_parallel", lambda tasks: (blocks.append(len(tasks)), _backend_run(tasks)))
+    for module in (layernorm, gelu, cross_entropy):
+        monkeypatch.setattr(module, "GRAIN", 1)
+    for name, run, twin in row_kernel_runs(dtype):
+        got = run()
+        for a, b in zip(got, one_block[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        assert_all_close(got, twin(), dtype, name)
+    assert len(blocks) == 8 and all(n >= 3 for n in blocks), blocks  # every kernel ran as several tasks
+
+
+_backend_run = _backend.run_parallel
+
+
 def test_run_parallel_runs_tasks_at_once_on_the_main_thread(two_threads):
     barrier = threading.Barrier(2, timeout=10)  # run one after the other, the first task would wait in vain
     idents = []
