@@ -7,8 +7,12 @@ Map of this file:
   run_parallel(tasks), parallel_chunks(work, n, chunk)   run tasks (or work(start, stop) over chunks of
                          range(n)) on threads, one per core, BLAS held to one thread meanwhile: how the
                          step's matrix products use both cores (kernels/matmul.py, kernels/attention.py)
-  njit(parallel=...)     numba.njit with cache=True, safe fast-math flags, and a warned fallback to no
-                         cache when the cache folder (NUMBA_CACHE_DIR, else __pycache__) is not writable
+  parallel_rows(work, n, grain)   the same for the row kernels (layer norm, GELU, cross-entropy): a few
+                         blocks of rows per thread, each one call of a serial nogil loop
+  njit(parallel=...)     numba.njit with cache=True, safe fast-math flags, error_model="numpy" (no
+                         ZeroDivisionError check, which would keep loops from vectorizing), and a warned
+                         fallback to no cache when the cache folder (NUMBA_CACHE_DIR, else __pycache__) is
+                         not writable
 The default backend is "numba", or the environment variable TINYFT_KERNELS when it is set.
 
 PROCESS SETTINGS made when tinyft is imported (TINYFT_NO_PROCESS_SETTINGS=1 skips all three):
@@ -36,11 +40,13 @@ import warnings
 # TINYFT_NO_PROCESS_SETTINGS=1: leave OpenMP, Numba's threading layer and malloc as the process has them.
 PROCESS_SETTINGS = os.environ.get("TINYFT_NO_PROCESS_SETTINGS", "").strip() != "1"
 
-# One threaded library at a time. A training step alternates BLAS calls (OpenBLAS's threads) with Numba
-# prange kernels (Numba's OpenMP threads). By default an OpenMP thread spins for a while after its loop
-# ends, holding a core that the next BLAS call needs: on 2 cores that made the GPT step 2-4x slower
-# (`python benchmarks/bench_settings.py`, docs/kernels.md). PASSIVE makes idle OpenMP threads sleep at once. It must be set before
-# libgomp starts, and a value the user chose is kept.
+# One threaded library at a time. A training step used to alternate BLAS calls (OpenBLAS's threads) with
+# Numba prange kernels (Numba's OpenMP threads). By default an OpenMP thread spins for a while after its
+# loop ends, holding a core that the next BLAS call needs: on 2 cores that made the GPT step 2-4x slower
+# (`python benchmarks/bench_settings.py`, docs/kernels.md). PASSIVE makes idle OpenMP threads sleep at once.
+# It must be set before libgomp starts, and a value the user chose is kept. The step's own kernels now all
+# run on tinyft's threads (run_parallel below); this and the next setting serve the prange kernels kept for
+# reading and any prange code of the user's.
 if PROCESS_SETTINGS:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -338,7 +344,12 @@ def first_run_notice():
 
 
 def njit(parallel=False, **options):
-    """Decorator: numba.njit(cache=True, fastmath=FASTMATH, parallel=parallel, **options).
+    """Decorator: numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=parallel, **options).
+
+    error_model="numpy": a float division by zero gives inf or nan, as in NumPy, instead of raising Python's
+    ZeroDivisionError. The check that raises it is a branch inside every loop that divides, and it keeps
+    LLVM from vectorizing the loop (prange loops are compiled this way already; `python
+    benchmarks/bench_vectorize.py` measures the difference, docs/kernels.md explains it).
 
     Compilation is lazy: a kernel compiles on its first call, once per argument types (float32 and
     float64 each get their own machine code), and the result is cached on disk for the next process.
