@@ -15,6 +15,7 @@ Speed is never asserted here: benchmarks/ measures it.
 
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -770,6 +771,38 @@ def test_row_kernels_cut_into_blocks_match_the_twin_and_one_block_bit_for_bit(dt
 
 
 _backend_run = _backend.run_parallel
+
+
+def cpu_has(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def packed_float32_ops(dispatcher):
+    """Packed float32 vector instructions (v...ps on a ymm or zmm register) in a compiled function's x86 code."""
+    return sum(len(re.findall(r"\bv\w+ps\s+%[yz]mm", asm)) for asm in dispatcher.inspect_asm().values())
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT or not cpu_has("avx2"), reason="reads compiled x86 AVX code")
+def test_njit_options_let_the_exact_gelu_loop_vectorize():
+    """What njit's error_model="numpy" is for (docs/kernels.md, "Why a loop does not vectorize"): the exact
+    GELU's loop, compiled with the kernel's own options, is vector code; with Numba's default error model,
+    whose ZeroDivisionError check puts a branch in the loop, it is scalar. Compiled here without a cache,
+    since Numba cannot show the code of a cached function."""
+    options = {k: v for k, v in gelu._exact_forward.targetoptions.items() if k not in ("cache", "nopython")}
+    assert options.get("error_model") == "numpy" and options.get("nogil"), options
+    signature = (numba.float32[::1], numba.float32[::1])
+    counts = {}
+    for model in ("numpy", "python"):
+        fresh = numba.njit(cache=False, **dict(options, error_model=model))(gelu._exact_forward.py_func)
+        fresh.compile(signature)
+        counts[model] = packed_float32_ops(fresh)
+    assert counts["numpy"] >= 16 and counts["python"] * 4 <= counts["numpy"], counts
+
+
 
 
 def test_run_parallel_runs_tasks_at_once_on_the_main_thread(two_threads):
