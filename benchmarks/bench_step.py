@@ -45,8 +45,9 @@ USER_ENV = dict(os.environ)
 CONFIG = dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128)  # the reference step (batch 16)
 GELU_KINDS = ("exact", "tanh")  # nanoGPT's nn.GELU() is the exact one
 WEIGHT_DECAY, LEARNING_RATE, BETAS = 0.1, 3e-4, (0.9, 0.95)  # configure_optimizers(0.1, 3e-4, (0.9, 0.95), "cpu")
-WARMUP_STEPS = 5  # untimed steps first: load Numba's cache, allocate, fill caches, let torch settle (its
-# first 10 steps after 2 warm-ups ran 3-8% slower than its last 10 of 40 in two workers, tinyft's 8%: 13:05 UTC 2026-12-02)
+# Untimed steps first: load Numba's cache, allocate, fill caches, let torch settle. With 2, the first 10 timed
+# steps of two 40-step torch workers ran 3-8% slower than their last 10, tinyft's 8% (13:05 UTC 2026-12-02).
+WARMUP_STEPS = 5
 
 
 # --- the machine ------------------------------------------------------------------------------------
