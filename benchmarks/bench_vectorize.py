@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import sys
-import time
 
 import numpy as np
 
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numba  # noqa: E402
 
+from bench_step import best_and_median  # noqa: E402  (the timing loop of the step benchmark: one untimed call first)
 from tinyft.kernels._backend import FASTMATH  # noqa: E402
 from tinyft.kernels._math import as_type, erf  # noqa: E402
 from tinyft.kernels.gelu import SQRT_HALF  # noqa: E402
@@ -55,16 +55,6 @@ def packed_ops(dispatcher):
     return sum(len(re.findall(r"\bv\w+ps\s+%[yz]mm", asm)) for asm in dispatcher.inspect_asm().values())
 
 
-def best_ms(call, repeats):
-    call()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=50, help="calls per variant; the best is reported (default 50)")
@@ -91,7 +81,7 @@ def main(argv=None):
     print(f"exact GELU forward, {n:,} float32 values, one thread, best of {args.repeats}; numba {numba.__version__}")
     print(f"{'loop':<68} {'ms':>7} {'ns/value':>9} {'packed vector ops':>18}")
     for label, kernel, call_args in variants:
-        ms = best_ms(lambda: kernel(*call_args), args.repeats)
+        ms = best_and_median(lambda: kernel(*call_args), args.repeats)[0] * 1e3
         print(f"{label:<68} {ms:7.3f} {ms * 1e6 / n:9.2f} {packed_ops(kernel):18d}")
 
 
