@@ -759,7 +759,8 @@ def test_row_kernels_cut_into_blocks_match_the_twin_and_one_block_bit_for_bit(dt
     64-row partials in order, so the blocks must change no bit; and the result must still match the twin."""
     one_block = {name: run() for name, run, _ in row_kernel_runs(dtype)}
     blocks = []
-    monkeypatch.setattr(_backend, "run_parallel", lambda tasks: (blocks.append(len(tasks)), _backend_run(tasks)))
+    monkeypatch.setattr(_backend, "run_parallel",
+                        lambda tasks, blas=True: (blocks.append(len(tasks)), _backend_run(tasks, blas)))
     for module in (layernorm, gelu, cross_entropy):
         monkeypatch.setattr(module, "GRAIN", 1)
     for name, run, twin in row_kernel_runs(dtype):
@@ -815,6 +816,30 @@ def test_run_parallel_runs_tasks_at_once_on_the_main_thread(two_threads):
 
     _backend.run_parallel([task, task])
     assert len(set(idents)) == 2 and threading.get_ident() in idents
+
+
+def test_tasks_without_blas_use_the_threads_even_where_blas_cannot_be_held(two_threads, monkeypatch):
+    """Where threadpoolctl controls no BLAS (Apple's Accelerate, say), products run serially, so that BLAS's
+    own threads do not compete with ours; the row kernels call no BLAS (blas=False) and still share the cores."""
+    monkeypatch.setattr(_backend, "_blas_controllers", lambda: [])
+    for blas, threads_used in ((True, 1), (False, 2)):
+        barrier = threading.Barrier(threads_used, timeout=10)  # two tasks one after the other would wait in vain
+        idents = []
+
+        def task():
+            idents.append(threading.get_ident())
+            barrier.wait()
+
+        _backend.run_parallel([task, task], blas=blas)
+        assert len(set(idents)) == threads_used, blas
+    barrier, idents = threading.Barrier(2, timeout=10), []
+
+    def rows(start, stop):  # what a row kernel's block does, as far as threads go
+        idents.append(threading.get_ident())
+        barrier.wait()
+
+    _backend.parallel_rows(rows, 2, 1)  # two blocks of one row
+    assert len(set(idents)) == 2
 
 
 @pytest.mark.parametrize("failing_first", [True, False])  # the error in the calling thread, or in the helper

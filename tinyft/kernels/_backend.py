@@ -253,18 +253,19 @@ def thread_settings():
     return {"numba": thread_count(), "blas": blas}
 
 
-def run_parallel(tasks):
+def run_parallel(tasks, blas=True):
     """Run the callables in `tasks` on numba.get_num_threads() threads at once (the calling thread and
     sleeping helper threads it wakes), BLAS single-threaded meanwhile; each thread takes the next task
     until none is left, so a thread slowed by something else simply does fewer. Returns when all
     are done, then re-raises the first error (the outputs are then incomplete). Each task must write only
     its own outputs, so tasks cannot race. Called from any thread but the main one, or with one thread
-    or one task, or when BLAS cannot be limited, the tasks run in order in the calling thread, and the
-    first error stops the rest."""
+    or one task, the tasks run in order in the calling thread, and the first error stops the rest; so do
+    tasks that call BLAS (blas=True) when BLAS cannot be held to one thread (its own threads would then
+    compete with ours). Pass blas=False for tasks that call no BLAS: they use the threads regardless."""
     helpers = min(thread_count(), len(tasks)) - 1
     if helpers > 0 and threading.current_thread() is threading.main_thread():
-        with one_blas_thread() as blas:
-            if blas.ok:
+        with one_blas_thread() as held:
+            if held.ok or not blas:
                 batch = _Batch(tasks)
                 inbox = _get_helpers(helpers).inbox
                 for _ in range(helpers):
@@ -278,9 +279,9 @@ def run_parallel(tasks):
         task()
 
 
-def parallel_chunks(work, n, chunk):
+def parallel_chunks(work, n, chunk, blas=True):
     """run_parallel over work(start, stop) for range(n) cut into chunks of `chunk` (> 0)."""
-    run_parallel([functools.partial(work, start, min(start + chunk, n)) for start in range(0, n, chunk)])
+    run_parallel([functools.partial(work, start, min(start + chunk, n)) for start in range(0, n, chunk)], blas)
 
 
 TASKS_PER_THREAD = 2  # a thread slowed by something else then leaves its second chunk to the others
@@ -289,8 +290,9 @@ TASKS_PER_THREAD = 2  # a thread slowed by something else then leaves its second
 def parallel_rows(work, n, grain):
     """parallel_chunks over range(n) in TASKS_PER_THREAD chunks per thread, none smaller than `grain` rows
     (below that a hand-off costs more than the rows take): how the row kernels (layer norm, GELU,
-    cross-entropy) share the cores. Each chunk is one call of a serial kernel compiled with nogil=True."""
-    parallel_chunks(work, n, max(grain, -(-n // (TASKS_PER_THREAD * thread_count()))))
+    cross-entropy) share the cores. Each chunk is one call of a serial kernel compiled with nogil=True,
+    which calls no BLAS."""
+    parallel_chunks(work, n, max(grain, -(-n // (TASKS_PER_THREAD * thread_count()))), blas=False)
 
 
 # --- compilation ------------------------------------------------------------------------------------

@@ -112,4 +112,4 @@ def adam_update_many(updates):
         for start in range(0, p.size, CHUNK):
             chunk = [a[start:start + CHUNK] for a in flat]  # each task writes only its own elements
             tasks.append(functools.partial(adam_update_numba_serial, *chunk, *numbers))
-    run_parallel(tasks)
+    run_parallel(tasks, blas=False)  # the update calls no BLAS
