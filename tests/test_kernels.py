@@ -752,6 +752,9 @@ def row_kernel_runs(dtype):
     ]
 
 
+_backend_run = _backend.run_parallel  # the real one, for spies that count its calls
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_row_kernels_cut_into_blocks_match_the_twin_and_one_block_bit_for_bit(dtype, two_threads, monkeypatch):
     """The shapes above are under each file's GRAIN, so they ran as one block; here GRAIN = 1 cuts every call
@@ -769,9 +772,6 @@ def test_row_kernels_cut_into_blocks_match_the_twin_and_one_block_bit_for_bit(dt
             np.testing.assert_array_equal(a, b, err_msg=name)
         assert_all_close(got, twin(), dtype, name)
     assert len(blocks) == 8 and all(n >= 3 for n in blocks), blocks  # every kernel ran as several tasks
-
-
-_backend_run = _backend.run_parallel
 
 
 def cpu_has(flag):
@@ -802,8 +802,6 @@ def test_njit_options_let_the_exact_gelu_loop_vectorize():
         fresh.compile(signature)
         counts[model] = packed_float32_ops(fresh)
     assert counts["numpy"] >= 16 and counts["python"] * 4 <= counts["numpy"], counts
-
-
 
 
 def test_run_parallel_runs_tasks_at_once_on_the_main_thread(two_threads):

@@ -4,9 +4,10 @@ process settings that keep a training step fast on a small machine.
 Map of this file:
   threads and memory     the process settings below; keep_freed_memory() is the malloc one
   use(name), current()   pick the path the fused Functions run; use() also works as a context manager
-  run_parallel(tasks), parallel_chunks(work, n, chunk)   run tasks (or work(start, stop) over chunks of
-                         range(n)) on threads, one per core, BLAS held to one thread meanwhile: how the
-                         step's matrix products use both cores (kernels/matmul.py, kernels/attention.py)
+  run_parallel(tasks, blas=True), parallel_chunks(work, n, chunk, blas=True)   run tasks (or work(start,
+                         stop) over chunks of range(n)) on threads, one per core, BLAS held to one thread
+                         meanwhile: how the step's matrix products use both cores (kernels/matmul.py,
+                         kernels/attention.py); blas=False for tasks that call no BLAS
   parallel_rows(work, n, grain)   the same for the row kernels (layer norm, GELU, cross-entropy): a few
                          blocks of rows per thread, each one call of a serial nogil loop
   njit(parallel=...)     numba.njit with cache=True, safe fast-math flags, error_model="numpy" (no
