@@ -8,8 +8,8 @@ Map of this file:
   gelu_exact_backward_reference / _numba  dy/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
   gelu_forward / gelu_backward, gelu_exact_forward / gelu_exact_backward   dispatch on tinyft.kernels.current()
   _tanh_forward, _tanh_backward, _exact_forward, _exact_backward   the compiled loops, serial and nogil,
-                                      over one block of elements; on_blocks(kernel, n, *arrays) hands each
-                                      of tinyft's threads its own slices (kernels/_backend.parallel_rows)
+                                      over one block of elements; on_blocks(kernel, *inputs) allocates the
+                                      output and hands each of tinyft's threads its own slices of it all
 Why the kernel is fast: NumPy evaluates the formula as ~8 whole-array passes with temporaries; the
 kernel reads x once, keeps every intermediate in registers and writes y once. One catch: Numba's
 math.tanh is a scalar libm call (~15 ns each, benchmarks/bench_overheads.py), so the kernels call
@@ -69,25 +69,28 @@ def _tanh_backward(g, x, dx):
         dx[i] = g[i] * (half * (one + t) + half * xi * (one - t * t) * c * (one + three * a * xi * xi))
 
 
-def on_blocks(kernel, n, *arrays):
-    """kernel(*(a[start:stop] for a in arrays)) for blocks start:stop of range(n) on tinyft's threads.
+def on_blocks(kernel, *inputs):
+    """out = np.empty_like(inputs[-1]) filled block by block on tinyft's threads: for each block start:stop,
+    kernel(*(a[start:stop] for a in inputs), out[start:stop]). Returns out.
     Why slices and not (start, stop) arguments: a loop over range(x.shape[0]) starts at 0, so Numba's
     index is provably non-negative and needs no wrap-around check for negative indices; from a `start`
     argument it cannot tell and keeps the check in every access (`python benchmarks/bench_vectorize.py`:
     2^20 float32 exact-GELU forward on one thread, 1.67 ms from start to stop, 0.37 ms over a slice)."""
-    parallel_rows(lambda start, stop: kernel(*(a[start:stop] for a in arrays)), n, GRAIN)
+    out = np.empty_like(inputs[-1])  # (n,)
+
+    def block(start, stop):
+        kernel(*(a[start:stop] for a in inputs), out[start:stop])
+
+    parallel_rows(block, out.shape[0], GRAIN)
+    return out
 
 
 def gelu_forward_numba(x):
-    y = np.empty_like(x)  # (n,)
-    on_blocks(_tanh_forward, x.shape[0], x, y)
-    return y
+    return on_blocks(_tanh_forward, x)  # y (n,)
 
 
 def gelu_backward_numba(g, x):
-    dx = np.empty_like(x)  # (n,)
-    on_blocks(_tanh_backward, x.shape[0], g, x, dx)
-    return dx
+    return on_blocks(_tanh_backward, g, x)  # dx (n,)
 
 
 def gelu_forward(x):
@@ -148,15 +151,11 @@ def _exact_backward(g, x, dx):
 
 
 def gelu_exact_forward_numba(x):
-    y = np.empty_like(x)  # (n,)
-    on_blocks(_exact_forward, x.shape[0], x, y)
-    return y
+    return on_blocks(_exact_forward, x)  # y (n,)
 
 
 def gelu_exact_backward_numba(g, x):
-    dx = np.empty_like(x)  # (n,)
-    on_blocks(_exact_backward, x.shape[0], g, x, dx)
-    return dx
+    return on_blocks(_exact_backward, g, x)  # dx (n,)
 
 
 def gelu_exact_forward(x):
